@@ -1,0 +1,3 @@
+from bertcls.cli import main
+
+main()

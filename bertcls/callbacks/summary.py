@@ -1,0 +1,42 @@
+"""Print a short summary at the end of ``fit``: the figures that matter and where the files went."""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class RunSummary(L.Callback):
+    """After training, print validation metrics, the checkpoint paths and the wall time."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        minutes, seconds = divmod(time.perf_counter() - self._started, 60)
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        lines = ["", "=" * 60, "bertcls fit finished", "=" * 60]
+        lines.append(f"epochs: {trainer.current_epoch}   optimizer steps: {trainer.global_step}")
+        lines.append(f"wall time: {int(minutes)} min {seconds:.0f} s")
+        for name in sorted(metrics):
+            if name.startswith(("val/", "train/padding")):
+                lines.append(f"{name}: {metrics[name]:.4f}")
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint):
+            if checkpoint.best_model_path:
+                score = checkpoint.best_model_score
+                best = f" ({checkpoint.monitor} = {float(score):.4f})" if score is not None else ""
+                lines.append(f"best checkpoint{best}: {checkpoint.best_model_path}")
+            if checkpoint.last_model_path:
+                lines.append(f"last checkpoint: {checkpoint.last_model_path}")
+        if trainer.log_dir:
+            lines.append(f"logs and config: {trainer.log_dir}")
+        lines.append("=" * 60)
+        print("\n".join(lines), flush=True)

@@ -1,0 +1,1 @@
+"""Data: reading tables, label vocabularies, cached tokenization, bucketed batching."""

@@ -1,0 +1,272 @@
+"""The ``LightningDataModule``: sources -> label vocabulary -> cached encoding -> bucketed loaders."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
+from bertcls.data.encoding import (
+    EncodedSplit,
+    EncodingCache,
+    cache_key,
+    encode_frame,
+    tokenizer_fingerprint,
+)
+from bertcls.data.labels import LabelVocabulary, label_strings
+from bertcls.data.sampler import LengthBucketBatchSampler
+from bertcls.data.sources import DataError, SplitSource, read_split, source_fingerprint
+from bertcls.paths import resolve_location
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test", "predict")
+STAGE_SPLITS = {
+    "fit": ("train", "validation"),
+    "validate": ("validation",),
+    "test": ("test",),
+    "predict": ("predict",),
+}
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Text classification data from local files or a Hugging Face dataset.
+
+    Args:
+        train_file, validation_file, test_file, predict_file: CSV, TSV, JSONL or Parquet files (local
+            paths or ``pkg://package/path``). Without a validation file, a seeded
+            ``validation_fraction`` of the training file is held out.
+        hub_dataset: a Hugging Face dataset name (or local dataset folder) used for the splits that
+            have no file; ``hub_splits`` maps our split names to the dataset's.
+        text_column, label_column: column names in the data.
+        where: keep only rows whose column equals a value (or one of a list), e.g. ``{source: imdb}``.
+        tokenizer: tokenizer name or folder; the CLI links it to ``model.model_name``.
+        label_names: fixed label order; by default the sorted labels of the training split.
+        max_length: longer texts are truncated (and counted).
+        batch_size: examples per batch and process; ``eval_batch_size`` for evaluation (default 2x).
+        pad_to_multiple_of: round padded lengths up to this multiple (8 suits tensor cores).
+        pool_batches: how many batches' worth of examples are sorted together when bucketing.
+        cache_dir: where encoded splits are kept (default ``$BERTCLS_CACHE`` or ``~/.cache/bertcls``).
+    """
+
+    def __init__(
+        self,
+        train_file: str | None = None,
+        validation_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        hub_dataset: str | None = None,
+        hub_config: str | None = None,
+        hub_splits: dict[str, str] | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        where: dict[str, Any] | None = None,
+        validation_fraction: float = 0.1,
+        split_seed: int = 42,
+        tokenizer: str = "bert-base-uncased",
+        label_names: list[str] | None = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        pad_to_multiple_of: int | None = 8,
+        pool_batches: int = 64,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        files = {"train": train_file, "validation": validation_file, "test": test_file, "predict": predict_file}
+        hub_names = hub_splits or {"train": "train", "validation": "validation", "test": "test"}
+        self.sources: dict[str, SplitSource] = {}
+        for split in SPLITS:
+            if files[split]:
+                self.sources[split] = SplitSource(files[split])
+            elif hub_dataset and split in hub_names:
+                self.sources[split] = SplitSource(hub_dataset, hub_names[split], hub_config)
+        if not 0 < validation_fraction < 1:
+            raise ValueError(f"data.validation_fraction must be between 0 and 1, got {validation_fraction}")
+        self.cache = EncodingCache(cache_dir)
+        self.vocabulary: LabelVocabulary | None = LabelVocabulary.from_names(label_names) if label_names else None
+        self.datasets: dict[str, TokenizedDataset] = {}
+        self.label_counts: np.ndarray | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._fingerprints: dict[str, str] = {}
+        self._tokenizer_fingerprint = ""
+
+    # --- what the model needs to know -------------------------------------------------------
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve_location(self.hparams.tokenizer))
+            # Fingerprint before any call: calls change the tokenizer's truncation state.
+            self._tokenizer_fingerprint = tokenizer_fingerprint(self._tokenizer)
+        return self._tokenizer
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        self.tokenizer  # noqa: B018 -- loading the tokenizer records its fingerprint
+        return self._tokenizer_fingerprint
+
+    @property
+    def label_names(self) -> list[str]:
+        if self.vocabulary is None:
+            raise RuntimeError("The label vocabulary is known only after prepare_data()/setup().")
+        return list(self.vocabulary.names)
+
+    # --- encoding and caching ---------------------------------------------------------------
+    def _columns(self, split: str) -> list[str]:
+        columns = [self.hparams.text_column]
+        if split != "predict":
+            columns.append(self.hparams.label_column)
+        return columns
+
+    def _split_key(self, split: str, vocabulary: LabelVocabulary | None) -> str:
+        if split not in self._fingerprints:  # hashing a large file once per run is enough
+            self._fingerprints[split] = source_fingerprint(self.sources[split])
+        return cache_key(
+            source=self._fingerprints[split],
+            columns=self._columns(split),
+            where=self.hparams.where,
+            tokenizer=self.tokenizer_fingerprint,
+            max_length=self.hparams.max_length,
+            labels=list(vocabulary.names) if vocabulary else "from-this-split",
+        )
+
+    def _encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
+        source = self.sources[split]
+        where = source.describe()
+        frame = read_split(source, self._columns(split), self.hparams.where)
+        meta: dict[str, Any] = {}
+        label_ids = None
+        if split != "predict":
+            if vocabulary is None:
+                vocabulary = LabelVocabulary.from_labels(label_strings(frame, self.hparams.label_column, where))
+            label_ids = vocabulary.encode(frame, self.hparams.label_column, where)
+            meta["label_names"] = list(vocabulary.names)
+        encoded = encode_frame(
+            frame, self.tokenizer, self.hparams.text_column, self.hparams.max_length, label_ids, where
+        )
+        return EncodedSplit(encoded.table, encoded.meta | meta)
+
+    def _load_or_encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
+        key = self._split_key(split, vocabulary)
+        if not self.cache.contains(key):
+            log.info("Tokenizing %s (cache %s)", self.sources[split].describe(), self.cache.path(key))
+            self.cache.save(key, self._encode(split, vocabulary))
+        return self.cache.load(key)
+
+    def _splits_for(self, stage: str | None) -> tuple[str, ...]:
+        """The splits a stage reads; ``None`` (no trainer) means every configured split."""
+        if stage is None:
+            return tuple(self.sources)
+        if stage == "fit" and "validation" not in self.sources:
+            return ("train",)  # the validation split is held out of the training file
+        splits = STAGE_SPLITS[stage]
+        missing = [split for split in splits if split not in self.sources]
+        if missing:
+            raise DataError(
+                f"No data for the {missing[0]} split: set data.{missing[0]}_file (or data.hub_dataset) in your config."
+            )
+        return splits
+
+    def _vocabulary(self) -> LabelVocabulary:
+        """The given label names, or those of the training split (encoding it if not cached)."""
+        if self.vocabulary is None:
+            if "train" not in self.sources:
+                raise DataError("The label names are unknown: set data.train_file, or model.label_names.")
+            self.vocabulary = LabelVocabulary.from_names(self._load_or_encode("train", None).meta["label_names"])
+        return self.vocabulary
+
+    def _encoded(self, split: str) -> EncodedSplit:
+        if split == "predict":
+            return self._load_or_encode(split, None)
+        if split == "train" and self.hparams.label_names is None:
+            return self._load_or_encode(split, None)  # the vocabulary comes from this split
+        return self._load_or_encode(split, self._vocabulary())
+
+    def _stage(self) -> str | None:
+        return self.trainer.state.fn.value if self.trainer is not None else None
+
+    def prepare_data(self) -> None:
+        """Tokenize and cache the splits this run needs (once per node; the other ranks then load)."""
+        for split in self._splits_for(self._stage()):
+            self._encoded(split)
+
+    def setup(self, stage: str) -> None:
+        for split in self._splits_for(stage):
+            encoded = self._encoded(split)
+            self._report_truncation(split, encoded)
+            self.datasets[split] = TokenizedDataset(encoded)
+        if stage == "fit" and "validation" not in self.sources:
+            self._hold_out_validation()
+        if "train" in self.datasets:
+            self.label_counts = np.bincount(self.datasets["train"].labels, minlength=len(self._vocabulary()))
+
+    def _hold_out_validation(self) -> None:
+        full = self._encoded("train")
+        parts = full.table.train_test_split(test_size=self.hparams.validation_fraction, seed=self.hparams.split_seed)
+        for split, table in (("train", parts["train"]), ("validation", parts["test"])):
+            self.datasets[split] = TokenizedDataset(EncodedSplit(table.flatten_indices(), full.meta))
+
+    def _report_truncation(self, split: str, encoded: EncodedSplit) -> None:
+        if encoded.num_truncated:
+            total = encoded.meta["num_examples"]
+            log.warning(
+                "%s: %d of %d texts (%.1f%%) are longer than max_length=%d and were truncated.",
+                self.sources[split].describe(),
+                encoded.num_truncated,
+                total,
+                100 * encoded.num_truncated / total,
+                self.hparams.max_length,
+            )
+
+    # --- loaders ----------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        trainer = self.trainer
+        batch_size = self.hparams.batch_size if shuffle else self.hparams.eval_batch_size or 2 * self.hparams.batch_size
+        sampler = LengthBucketBatchSampler(
+            lengths=dataset.lengths,
+            max_batch_size=batch_size,
+            shuffle=shuffle,
+            seed=_global_seed(default=self.hparams.split_seed),
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+            pool_batches=self.hparams.pool_batches,
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collator,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
+        )
+
+    @property
+    def collator(self) -> Callable:
+        return DynamicPaddingCollator(self.tokenizer.pad_token_id, self.hparams.pad_to_multiple_of)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
+
+def _global_seed(default: int) -> int:
+    """The run's seed as set by ``seed_everything`` (the CLI's ``seed_everything``), so data order follows it."""
+    return int(os.environ.get("PL_GLOBAL_SEED", default))

@@ -1,0 +1,142 @@
+"""Tokenize a split once with the fast tokenizer and keep the result in an on-disk cache.
+
+A cache entry is a ``datasets`` folder (``save_to_disk``) plus ``meta.json``, stored under a key that
+hashes everything the encoding depends on: the source's content, the columns and row filter, the
+tokenizer's full serialization, the maximum length and the label vocabulary. Entries are written to a
+temporary folder and renamed into place, so a crash never leaves a half-written entry, and several
+processes writing the same entry at once do no harm.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pandas as pd
+from transformers import PreTrainedTokenizerBase
+
+from bertcls.data.sources import ROW_COLUMN, DataError
+
+CACHE_FORMAT_VERSION = 1
+ENCODE_BATCH_SIZE = 1000
+
+
+@contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Hide ``datasets``' progress bars (bertcls logs one line per split instead)."""
+    was_disabled = datasets.is_progress_bar_enabled() is False
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BERTCLS_CACHE", Path.home() / ".cache" / "bertcls"))
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of the tokenizer's complete serialization (vocabulary, normalizer, special tokens)."""
+    if not tokenizer.is_fast:
+        raise TypeError(f"{tokenizer.name_or_path}: bertcls needs a fast (Rust) tokenizer.")
+    state = type(tokenizer).__name__ + tokenizer.backend_tokenizer.to_str()
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+def cache_key(**parts: Any) -> str:
+    payload = json.dumps({"format": CACHE_FORMAT_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class EncodedSplit:
+    """A tokenized split: ``input_ids``, ``labels`` (when labelled) and ``row`` columns, plus statistics."""
+
+    table: datasets.Dataset
+    meta: dict[str, Any]
+
+    @property
+    def num_truncated(self) -> int:
+        return int(self.meta["num_truncated"])
+
+
+def encode_frame(
+    frame: pd.DataFrame,
+    tokenizer: PreTrainedTokenizerBase,
+    text_column: str,
+    max_length: int,
+    label_ids: np.ndarray | None,
+    where: str,
+) -> EncodedSplit:
+    """Tokenize ``frame[text_column]`` with truncation at ``max_length`` via ``datasets.map``."""
+    texts = frame[text_column]
+    missing = texts.isna()
+    if missing.any():
+        rows = (frame.loc[missing, ROW_COLUMN] + 1).tolist()[:5]
+        raise DataError(
+            f"{where}: missing text in column '{text_column}' at row(s) {rows} (rows counted from 1, header "
+            "excluded). Fill in or remove those rows."
+        )
+    columns: dict[str, Any] = {"text": texts.astype(str).tolist(), ROW_COLUMN: frame[ROW_COLUMN].tolist()}
+    if label_ids is not None:
+        columns["labels"] = label_ids.tolist()
+    raw = datasets.Dataset.from_dict(columns)
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        return {
+            "input_ids": encoded["input_ids"],
+            "truncated": [len(encoding.overflowing) > 0 for encoding in encoded.encodings],
+        }
+
+    with quiet_datasets():
+        table = raw.map(tokenize, batched=True, batch_size=ENCODE_BATCH_SIZE, remove_columns=["text"])
+    num_truncated = int(sum(table["truncated"]))
+    table = table.remove_columns("truncated")
+    meta = {"num_examples": len(table), "num_truncated": num_truncated, "max_length": max_length}
+    return EncodedSplit(table=table, meta=meta)
+
+
+class EncodingCache:
+    """Folder of encoded splits, one sub-folder per cache key."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root else default_cache_dir()
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def contains(self, key: str) -> bool:
+        return (self.path(key) / "meta.json").is_file()
+
+    def load(self, key: str) -> EncodedSplit:
+        folder = self.path(key)
+        meta = json.loads((folder / "meta.json").read_text())
+        return EncodedSplit(table=datasets.load_from_disk(str(folder / "table")), meta=meta)
+
+    def save(self, key: str, split: EncodedSplit) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
+        try:
+            with quiet_datasets():
+                split.table.save_to_disk(str(staging / "table"))
+            (staging / "meta.json").write_text(json.dumps(split.meta))
+            try:
+                os.rename(staging, self.path(key))
+            except OSError:
+                if not self.contains(key):  # another process did not win the race: a real failure
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,73 @@
+"""The label vocabulary: label names in a fixed order, built from the training split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bertcls.data.sources import ROW_COLUMN, DataError
+
+MAX_ROWS_SHOWN = 5
+
+
+def _rows(frame: pd.DataFrame, mask: pd.Series) -> str:
+    """Format the 1-based data-row numbers (header excluded) of the masked rows."""
+    rows = (frame.loc[mask, ROW_COLUMN] + 1).tolist()
+    shown = ", ".join(str(row) for row in rows[:MAX_ROWS_SHOWN])
+    return f"row {shown}" + (f" and {len(rows) - MAX_ROWS_SHOWN} more" if len(rows) > MAX_ROWS_SHOWN else "")
+
+
+def label_strings(frame: pd.DataFrame, column: str, where: str) -> pd.Series:
+    """Return the label column as strings; integral floats (1.0) become integers ("1").
+
+    Raises a ``DataError`` naming the rows whose label is missing.
+    """
+    values = frame[column]
+    missing = values.isna()
+    if missing.any():
+        raise DataError(
+            f"{where}: missing label in column '{column}' at {_rows(frame, missing)} "
+            "(rows counted from 1, header excluded). Fill in the labels or remove those rows."
+        )
+    if pd.api.types.is_float_dtype(values) and (values == values.round()).all():
+        values = values.astype("int64")
+    return values.astype(str)
+
+
+@dataclass(frozen=True)
+class LabelVocabulary:
+    """Label names; a label's id is its position. Numeric labels sort numerically, others as text."""
+
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_labels(cls, labels: pd.Series) -> LabelVocabulary:
+        unique = labels.unique().tolist()
+        numeric = all(name.lstrip("-").isdigit() for name in unique)
+        return cls(tuple(sorted(unique, key=int if numeric else str)))
+
+    @classmethod
+    def from_names(cls, names: Sequence[str]) -> LabelVocabulary:
+        if len(set(names)) != len(names):
+            raise DataError(f"label_names has duplicates: {list(names)}. Give each label once.")
+        return cls(tuple(str(name) for name in names))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def encode(self, frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+        """Map the label column of ``frame`` to ids; unknown labels raise a ``DataError`` naming the rows."""
+        labels = label_strings(frame, column, where)
+        ids = labels.map({name: index for index, name in enumerate(self.names)})
+        unknown = ids.isna()
+        if unknown.any():
+            values = sorted(labels[unknown].unique().tolist())
+            raise DataError(
+                f"{where}: label(s) {values} in column '{column}' at {_rows(frame, unknown)} do not occur "
+                f"in the training data, whose labels are {list(self.names)}. Fix those rows, or give the "
+                "complete label set with model.label_names."
+            )
+        return ids.to_numpy(dtype=np.int64)

@@ -1,0 +1,92 @@
+"""Length-bucketed, DDP-aware batch sampler.
+
+Each epoch, examples are shuffled, cut into pools, sorted by length inside each pool and cut into
+batches, so a batch holds examples of similar length and dynamic padding wastes little. Batches are
+then dealt to ranks so that:
+
+* every example is used exactly once per epoch across all ranks (no padding with repeats, no drops);
+* every rank gets the same number of batches (no rank waits forever on a collective);
+* the batches of one optimizer step have similar lengths on every rank (no rank idles on a short one);
+* the order depends only on ``seed`` and the epoch, never on the number of workers.
+
+Batch sizes are balanced: with ``n`` examples the ``R * ceil(n / (R * max_batch_size))`` batches differ
+in size by at most one, never exceeding ``max_batch_size``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class LengthBucketBatchSampler(Sampler[list[int]]):
+    """Yield this rank's batches of example indices, grouped by length.
+
+    Arguments are keyword-only on purpose: Lightning must not try to rebuild this sampler around its
+    own ``DistributedSampler`` (it fails loudly instead); sharding across ranks happens here.
+    """
+
+    def __init__(
+        self,
+        *,
+        lengths: Sequence[int] | np.ndarray,
+        max_batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        pool_batches: int = 64,
+    ) -> None:
+        self.lengths = np.asarray(lengths)
+        if max_batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {max_batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
+        if len(self.lengths) < num_replicas:
+            raise ValueError(
+                f"{len(self.lengths)} examples cannot be shared across {num_replicas} processes; "
+                "use fewer devices or more data."
+            )
+        self.max_batch_size = max_batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.pool_size = max_batch_size * num_replicas * pool_batches
+        self.epoch = 0
+        self.steps = math.ceil(len(self.lengths) / (num_replicas * max_batch_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch; changes the shuffle."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _ordered_indices(self, rng: np.random.Generator | None) -> np.ndarray:
+        if rng is None:  # evaluation: one global sort gives the least padding
+            return np.argsort(self.lengths, kind="stable")
+        order = rng.permutation(len(self.lengths))
+        pools = [order[start : start + self.pool_size] for start in range(0, len(order), self.pool_size)]
+        return np.concatenate([pool[np.argsort(self.lengths[pool], kind="stable")] for pool in pools])
+
+    def global_batches(self) -> list[list[np.ndarray]]:
+        """All ranks' batches for this epoch, as steps: ``steps[k][r]`` is rank r's k-th batch."""
+        rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
+        order = self._ordered_indices(rng)
+        num_batches = self.steps * self.num_replicas
+        base, extra = divmod(len(order), num_batches)
+        sizes = np.full(num_batches, base)
+        sizes[:extra] += 1
+        batches = np.split(order, np.cumsum(sizes)[:-1])
+        steps = [batches[k * self.num_replicas : (k + 1) * self.num_replicas] for k in range(self.steps)]
+        if rng is not None:
+            steps = [steps[k] for k in rng.permutation(self.steps)]
+        return steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in self.global_batches():
+            yield step[self.rank].tolist()

@@ -1,0 +1,129 @@
+"""Read one split of a dataset (a local file or a Hugging Face dataset split) into a DataFrame.
+
+Every reader returns the same thing: a ``pandas.DataFrame`` with the requested columns and a ``row``
+column holding each example's 0-based position in the original source, so that any later error or
+prediction can point back at the exact row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bertcls.paths import resolve_location
+
+ROW_COLUMN = "row"
+
+FILE_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, the row or column, and the fix."""
+
+
+@dataclass(frozen=True)
+class SplitSource:
+    """Where one split comes from: a local file, or a split of a Hugging Face dataset."""
+
+    location: str
+    hub_split: str | None = None
+    hub_config: str | None = None
+
+    @property
+    def is_hub(self) -> bool:
+        return self.hub_split is not None
+
+    def describe(self) -> str:
+        if self.is_hub:
+            config = f", config '{self.hub_config}'" if self.hub_config else ""
+            return f"Hugging Face dataset '{self.location}'{config}, split '{self.hub_split}'"
+        return self.location
+
+
+def file_format(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FILE_FORMATS:
+        known = ", ".join(sorted(FILE_FORMATS))
+        raise DataError(f"{path}: cannot tell the file format from the suffix '{suffix}'; use one of {known}.")
+    return FILE_FORMATS[suffix]
+
+
+def read_file(path: str) -> pd.DataFrame:
+    """Read a CSV, TSV, JSON Lines or Parquet file into a DataFrame."""
+    resolved = resolve_location(path)
+    if not Path(resolved).is_file():
+        raise DataError(f"{path}: file not found. Check the path in your data config.")
+    fmt = file_format(resolved)
+    try:
+        if fmt == "csv":
+            return pd.read_csv(resolved, keep_default_na=False, na_values=[""])
+        if fmt == "tsv":
+            return pd.read_csv(resolved, sep="\t", keep_default_na=False, na_values=[""])
+        if fmt == "jsonl":
+            return pd.read_json(resolved, lines=True)
+        return pd.read_parquet(resolved)
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not valid UTF-8 ({error}). Re-save the file as UTF-8.") from error
+    except (ValueError, pd.errors.ParserError) as error:
+        raise DataError(f"{path}: could not be parsed as {fmt.upper()}: {error}") from error
+
+
+def read_hub_split(source: SplitSource) -> pd.DataFrame:
+    """Load one split of a Hugging Face dataset (a hub name or a local dataset folder)."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(source.location, source.hub_config, split=source.hub_split)
+    except ValueError as error:
+        raise DataError(f"{source.describe()}: {error}") from error
+    return dataset.to_pandas()
+
+
+def source_fingerprint(source: SplitSource) -> str:
+    """A string that changes whenever the source's content changes (used in cache keys)."""
+    if source.is_hub:
+        import datasets
+
+        dataset = datasets.load_dataset(source.location, source.hub_config, split=source.hub_split)
+        return f"hub:{source.location}:{source.hub_config}:{source.hub_split}:{dataset._fingerprint}"
+    digest = hashlib.sha256()
+    with open(resolve_location(source.location), "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"file:{digest.hexdigest()}"
+
+
+def read_split(source: SplitSource, columns: list[str], where: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Read ``source``, keep rows matching ``where`` (column -> value or list of values), select ``columns``.
+
+    The result carries a ``row`` column with each example's position in the source.
+    """
+    frame = read_hub_split(source) if source.is_hub else read_file(source.location)
+    frame[ROW_COLUMN] = range(len(frame))
+    wanted = list(dict.fromkeys([*columns, *(where or {})]))
+    missing = [column for column in wanted if column not in frame.columns]
+    if missing:
+        available = ", ".join(str(column) for column in frame.columns if column != ROW_COLUMN)
+        raise DataError(
+            f"{source.describe()}: column(s) {', '.join(repr(c) for c in missing)} not found. "
+            f"Available columns: {available}. Set the column names in your data config "
+            "(e.g. data.text_column, data.label_column)."
+        )
+    for column, accepted in (where or {}).items():
+        accepted_values = accepted if isinstance(accepted, list) else [accepted]
+        frame = frame[frame[column].isin(accepted_values)]
+    if frame.empty:
+        raise DataError(f"{source.describe()}: no rows left after the filter {where}. Check data.where.")
+    return frame[[*columns, ROW_COLUMN]].reset_index(drop=True)

@@ -1,0 +1,1 @@
+"""Model: the encoder, the task heads, the optimizer set-up and the LightningModule."""
