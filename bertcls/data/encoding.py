@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
-from bertcls.data.sources import ROW_COLUMN, DataError
+from bertcls.data.sources import ROW_COLUMN
+from bertcls.errors import DataError
 
 CACHE_FORMAT_VERSION = 1
 ENCODE_BATCH_SIZE = 1000

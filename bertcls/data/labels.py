@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bertcls.data.sources import ROW_COLUMN, DataError
+from bertcls.data.sources import ROW_COLUMN
+from bertcls.errors import DataError
 
 MAX_ROWS_SHOWN = 5
 

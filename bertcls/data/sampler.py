@@ -58,10 +58,20 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.pool_size = max_batch_size * num_replicas * pool_batches
         self.epoch = 0
         self.steps = math.ceil(len(self.lengths) / (num_replicas * max_batch_size))
+        if self.steps * num_replicas > len(self.lengths):  # only possible with batches of one
+            raise ValueError(
+                f"{len(self.lengths)} examples in batches of {max_batch_size} cannot give {num_replicas} "
+                "processes the same number of non-empty batches; use a batch size of at least 2."
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch; changes the shuffle."""
         self.epoch = epoch
+
+    @property
+    def sampler(self) -> LengthBucketBatchSampler:
+        """Lightning calls ``set_epoch`` on ``batch_sampler.sampler``, never on the batch sampler itself."""
+        return self
 
     def __len__(self) -> int:
         return self.steps

@@ -7,13 +7,17 @@ prediction can point back at the exact row.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pandas as pd
 
+from bertcls.errors import DataError
 from bertcls.paths import resolve_location
 
 ROW_COLUMN = "row"
@@ -27,10 +31,6 @@ FILE_FORMATS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file, the row or column, and the fix."""
 
 
 @dataclass(frozen=True)
@@ -60,19 +60,29 @@ def file_format(path: str) -> str:
     return FILE_FORMATS[suffix]
 
 
-def read_file(path: str) -> pd.DataFrame:
-    """Read a CSV, TSV, JSON Lines or Parquet file into a DataFrame."""
+def existing_file(path: str) -> str:
+    """The resolved path of a data file (``pkg://`` allowed), or a ``DataError`` if there is none."""
     resolved = resolve_location(path)
     if not Path(resolved).is_file():
         raise DataError(f"{path}: file not found. Check the path in your data config.")
+    return resolved
+
+
+def read_file(path: str) -> pd.DataFrame:
+    """Read a CSV, TSV, JSON Lines or Parquet file into a DataFrame.
+
+    CSV follows the usual quoting rules; TSV fields are taken literally (the GLUE convention: a quote
+    character is text, not a delimiter). JSON values keep their JSON types (the string "01" stays a string).
+    """
+    resolved = existing_file(path)
     fmt = file_format(resolved)
     try:
-        if fmt == "csv":
-            return pd.read_csv(resolved, keep_default_na=False, na_values=[""])
-        if fmt == "tsv":
-            return pd.read_csv(resolved, sep="\t", keep_default_na=False, na_values=[""])
+        if fmt in ("csv", "tsv"):
+            separated = {"sep": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+            # utf-8-sig: a byte-order mark (spreadsheet exports) is dropped, not glued to the first column name.
+            return pd.read_csv(resolved, encoding="utf-8-sig", keep_default_na=False, na_values=[""], **separated)
         if fmt == "jsonl":
-            return pd.read_json(resolved, lines=True)
+            return read_json_lines(resolved, path)
         return pd.read_parquet(resolved)
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not valid UTF-8 ({error}). Re-save the file as UTF-8.") from error
@@ -80,26 +90,43 @@ def read_file(path: str) -> pd.DataFrame:
         raise DataError(f"{path}: could not be parsed as {fmt.upper()}: {error}") from error
 
 
-def read_hub_split(source: SplitSource) -> pd.DataFrame:
-    """Load one split of a Hugging Face dataset (a hub name or a local dataset folder)."""
-    import datasets
-
+def read_json_lines(resolved: str, path: str) -> pd.DataFrame:
+    """One JSON object per line; a line that is not one is reported by its number."""
     try:
-        dataset = datasets.load_dataset(source.location, source.hub_config, split=source.hub_split)
+        return pd.read_json(resolved, lines=True, dtype=False, convert_dates=False)
     except ValueError as error:
-        raise DataError(f"{source.describe()}: {error}") from error
-    return dataset.to_pandas()
+        with open(resolved, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as line_error:
+                    raise DataError(f"{path}: line {number} is not valid JSON ({line_error}).") from error
+                if not isinstance(record, dict):
+                    raise DataError(f'{path}: line {number} is not a JSON object ({{"text": ..., ...}}).') from error
+        raise
+
+
+def load_hub_split(source: SplitSource) -> datasets.Dataset:
+    """One split of a Hugging Face dataset (a hub name or a local dataset folder)."""
+    try:
+        return datasets.load_dataset(source.location, source.hub_config, split=source.hub_split)
+    except (ValueError, FileNotFoundError, ConnectionError) as error:
+        raise DataError(
+            f"{source.describe()}: {error} Check data.hub_dataset, data.hub_config and data.hub_splits (which maps "
+            "train/validation/test to the dataset's split names); without network access the dataset must "
+            "already be in the Hugging Face cache."
+        ) from error
 
 
 def source_fingerprint(source: SplitSource) -> str:
     """A string that changes whenever the source's content changes (used in cache keys)."""
     if source.is_hub:
-        import datasets
-
-        dataset = datasets.load_dataset(source.location, source.hub_config, split=source.hub_split)
+        dataset = load_hub_split(source)
         return f"hub:{source.location}:{source.hub_config}:{source.hub_split}:{dataset._fingerprint}"
     digest = hashlib.sha256()
-    with open(resolve_location(source.location), "rb") as handle:
+    with open(existing_file(source.location), "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return f"file:{digest.hexdigest()}"
@@ -110,7 +137,7 @@ def read_split(source: SplitSource, columns: list[str], where: dict[str, Any] | 
 
     The result carries a ``row`` column with each example's position in the source.
     """
-    frame = read_hub_split(source) if source.is_hub else read_file(source.location)
+    frame = load_hub_split(source).to_pandas() if source.is_hub else read_file(source.location)
     frame[ROW_COLUMN] = range(len(frame))
     wanted = list(dict.fromkeys([*columns, *(where or {})]))
     missing = [column for column in wanted if column not in frame.columns]

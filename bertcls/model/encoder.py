@@ -6,6 +6,7 @@ from typing import Any
 
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
+from bertcls.errors import InputError
 from bertcls.paths import resolve_location
 
 
@@ -20,7 +21,10 @@ def load_encoder(model_name: str, config: dict[str, Any] | None, keep_pooler: bo
         encoder_config = AutoConfig.for_model(**config)
         encoder = AutoModel.from_config(encoder_config)
     else:
-        encoder = AutoModel.from_pretrained(resolve_location(model_name))
+        try:
+            encoder = AutoModel.from_pretrained(resolve_location(model_name))
+        except OSError as error:  # not a folder, not on the hub, or offline without a cached copy
+            raise InputError(f"model.model_name '{model_name}': {error}") from error
     if not keep_pooler and getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None
     return encoder.train()  # from_pretrained returns eval mode (dropout off); Lightning keeps modes as found

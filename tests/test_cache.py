@@ -1,0 +1,155 @@
+"""The on-disk tokenization cache: reuse, invalidation, truncation statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import write_frame
+
+import bertcls.data.datamodule as datamodule_module
+from bertcls.data.datamodule import ClassificationDataModule
+from bertcls.data.encoding import EncodingCache, default_cache_dir
+
+FRAME = pd.DataFrame(
+    {
+        "text": [
+            "short",
+            "a somewhat longer sentence about a film",
+            "one two three four five six seven eight nine ten eleven twelve",
+            "a decent if forgettable comedy",
+            "a b c d",
+            "not bad at all",
+        ],
+        "label": ["pos", "neg", "pos", "neg", "pos", "neg"],
+    }
+)
+
+
+@pytest.fixture
+def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Count real tokenizations: wrap the data module's reference to ``encode_frame``."""
+    calls: list[str] = []
+    original = datamodule_module.encode_frame
+
+    def counting(frame, tokenizer, text_column, max_length, label_ids, where):
+        calls.append(where)
+        return original(frame, tokenizer, text_column, max_length, label_ids, where)
+
+    monkeypatch.setattr(datamodule_module, "encode_frame", counting)
+    return calls
+
+
+def entries(cache: Path) -> set[str]:
+    """Complete cache entries (staging folders start with a dot and never stay behind)."""
+    return {path.name for path in cache.iterdir()} if cache.exists() else set()
+
+
+def make(tokenizer: Path, train: Path, validation: Path, **kwargs) -> ClassificationDataModule:
+    return ClassificationDataModule(
+        train_file=str(train), validation_file=str(validation), tokenizer=str(tokenizer), **kwargs
+    )
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[Path, Path]:
+    return write_frame(FRAME, tmp_path / "train.csv"), write_frame(FRAME.head(4), tmp_path / "validation.csv")
+
+
+def test_cache_lives_under_bertcls_cache(bertcls_cache: Path, tiny_model_dir: Path, files) -> None:
+    assert default_cache_dir() == bertcls_cache
+    make(tiny_model_dir, *files).prepare_data()
+    assert len(entries(bertcls_cache)) == 2
+    assert all((bertcls_cache / name / "meta.json").is_file() for name in entries(bertcls_cache))
+
+
+def test_second_prepare_data_does_not_tokenize_again(
+    bertcls_cache: Path, tiny_model_dir: Path, files, encode_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = make(tiny_model_dir, *files)
+    first.prepare_data()
+    first.setup("fit")
+    assert len(encode_calls) == 2
+    before = entries(bertcls_cache)
+
+    loads: list[str] = []
+    original_load = EncodingCache.load
+    monkeypatch.setattr(EncodingCache, "load", lambda self, key: loads.append(key) or original_load(self, key))
+    second = make(tiny_model_dir, *files)  # a fresh module, as in a new run
+    second.prepare_data()
+    second.setup("fit")
+    assert len(encode_calls) == 2, "nothing was tokenized again"
+    assert entries(bertcls_cache) == before
+    assert set(loads) == before, "both splits came from the cache"
+    for split in ("train", "validation"):
+        assert (second.datasets[split].token_ids == first.datasets[split].token_ids).all()
+        assert (second.datasets[split].labels == first.datasets[split].labels).all()
+
+
+def test_changing_max_length_creates_new_entries(
+    bertcls_cache: Path, tiny_model_dir: Path, files, encode_calls: list[str]
+) -> None:
+    make(tiny_model_dir, *files, max_length=128).prepare_data()
+    before = entries(bertcls_cache)
+    make(tiny_model_dir, *files, max_length=8).prepare_data()
+    after = entries(bertcls_cache)
+    assert len(encode_calls) == 4
+    assert len(after) == 4 and before < after
+
+
+def test_changing_file_content_creates_a_new_entry(
+    bertcls_cache: Path, tiny_model_dir: Path, files, encode_calls: list[str]
+) -> None:
+    train, validation = files
+    make(tiny_model_dir, train, validation).prepare_data()
+    before = entries(bertcls_cache)
+    changed = FRAME.copy()
+    changed.loc[0, "text"] = "completely different words"
+    write_frame(changed, train)  # same path, new content
+    module = make(tiny_model_dir, train, validation)
+    module.prepare_data()
+    module.setup("fit")
+    assert len(encode_calls) == 3, "only the changed training file is tokenized again"
+    assert len(entries(bertcls_cache) - before) == 1
+    first_ids = module.datasets["train"][0][0]
+    assert module.tokenizer.decode(first_ids, skip_special_tokens=True) == "completely different words"
+
+
+def test_changing_the_row_filter_or_columns_creates_new_entries(
+    bertcls_cache: Path, tiny_model_dir: Path, tmp_path: Path, encode_calls: list[str]
+) -> None:
+    frame = FRAME.assign(source=["a", "b", "a", "b", "a", "b"], review=FRAME["text"].str.upper())
+    train = write_frame(frame, tmp_path / "train.csv")
+    for kwargs in ({}, {"where": {"source": "a"}}, {"text_column": "review"}):
+        ClassificationDataModule(train_file=str(train), tokenizer=str(tiny_model_dir), **kwargs).prepare_data()
+    assert len(encode_calls) == 3
+    assert len(entries(bertcls_cache)) == 3
+
+
+def test_truncated_examples_are_counted(tiny_model_dir: Path, minilm_tokenizer, files) -> None:
+    max_length = 6
+    full_lengths = [len(ids) for ids in minilm_tokenizer(FRAME["text"].tolist())["input_ids"]]
+    assert max_length in full_lengths, "one text fits exactly: it must not count as truncated"
+    expected = sum(length > max_length for length in full_lengths)
+    assert expected == 3
+
+    module = make(tiny_model_dir, *files, max_length=max_length)
+    module.prepare_data()
+    encoded = module._encoded("train")
+    assert encoded.num_truncated == expected
+    assert encoded.meta["num_examples"] == len(FRAME)
+    assert encoded.meta["max_length"] == max_length
+    module.setup("fit")
+    assert module.datasets["train"].lengths.max() == max_length
+
+    roomy = make(tiny_model_dir, *files, max_length=64)
+    roomy.prepare_data()
+    assert roomy._encoded("train").num_truncated == 0
+
+
+def test_truncation_is_reported(tiny_model_dir: Path, files, lightning_messages: list[str]) -> None:
+    module = make(tiny_model_dir, *files, max_length=6)
+    module.prepare_data()
+    module.setup("fit")
+    assert any("3 of 6 texts" in message and "max_length=6" in message for message in lightning_messages)
