@@ -7,6 +7,7 @@ ones) and from ``--section.key value`` flags.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from bertcls.callbacks import PredictionWriter
+from bertcls.callbacks import PredictionWriter, RunSummary
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.encoding import default_cache_dir
 from bertcls.errors import DataError, InputError
@@ -60,6 +61,11 @@ class BertClsCLI(LightningCLI):
             if bundled is not None:
                 config.data.tokenizer = str(bundled)
 
+    def after_fit(self) -> None:
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, RunSummary):
+                callback.print_summary(self.trainer)
+
 
 def resolve_resume(config: Namespace, logger_args: Namespace | None) -> None:
     """``--ckpt_path last``: find the newest ``last.ckpt`` of this experiment and log into its version.
@@ -85,6 +91,8 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r".*custom batch sampler `LengthBucketBatchSampler`")
     # test/validate/predict from a checkpoint of another folder: the checkpoint callbacks' state is not needed.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning 2.6
+    logging.getLogger("lightning.pytorch").addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
     try:
         BertClsCLI(
             BertClassifier,

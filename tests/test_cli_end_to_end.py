@@ -326,13 +326,22 @@ def test_resume_keeps_the_metrics_of_earlier_epochs(resumed: SimpleNamespace) ->
 # same step, so last.ckpt would be a copy of the best one; configs/callbacks/default.yaml uses a second,
 # unmonitored ModelCheckpoint for last.ckpt instead.
 def test_last_checkpoint_holds_the_final_state_when_accuracy_stops_improving(
-    task: SimpleNamespace, tiny_model_dir: Path, cli, run_dir: Path
+    task: SimpleNamespace, tiny_model_dir: Path, cli, run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Learning rate 0: validation accuracy is the same every epoch, so only the first epoch is "best".
     exit_ = cli(*fit_args(tiny_model_dir, task, "plateau", 2, "--model.learning_rate", "0"))
     assert exit_ is None, exit_
-    last = run_dir / "checkpoints" / "plateau" / "version_0" / "checkpoints" / "last.ckpt"
+    folder = Path("checkpoints") / "plateau" / "version_0"
+    last = run_dir / folder / "checkpoints" / "last.ckpt"
     assert checkpoint_step(last) == 2 * STEPS_PER_EPOCH
+    (best,) = (run_dir / folder / "checkpoints").glob("best-*.ckpt")
+    assert checkpoint_step(best) == STEPS_PER_EPOCH
+    # The end-of-fit summary names both checkpoints and the run folder, and shows the validation accuracy.
+    summary = capsys.readouterr().out.split("bertcls fit finished")[-1]
+    accuracy = validation_accuracy(pd.read_csv(run_dir / folder / "metrics.csv")).iloc[0]
+    assert f"best checkpoint (val/accuracy = {accuracy:.4f}): {folder / 'checkpoints' / best.name}" in summary
+    assert f"last checkpoint: {folder / 'checkpoints' / 'last.ckpt'}" in summary
+    assert f"logs and config: {folder}" in summary
 
 
 def test_balanced_class_weights_come_from_the_training_labels_and_reload(

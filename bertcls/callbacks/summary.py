@@ -1,4 +1,4 @@
-"""Print a short summary at the end of ``fit``: the figures that matter and where the files went."""
+"""A short summary at the end of ``fit``: the figures that matter and where the files went."""
 
 from __future__ import annotations
 
@@ -10,17 +10,25 @@ from lightning.pytorch.utilities import rank_zero_only
 
 
 class RunSummary(L.Callback):
-    """After training, print validation metrics, the checkpoint paths and the wall time."""
+    """Record the wall time of ``fit``; ``print_summary`` then shows metrics, checkpoints and folders.
+
+    The ``bertcls`` command calls ``print_summary`` once ``fit`` has returned, so that the summary comes
+    after the progress bar's last frame rather than above it.
+    """
 
     def __init__(self) -> None:
         self._started = 0.0
+        self._seconds = 0.0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
 
-    @rank_zero_only
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        minutes, seconds = divmod(time.perf_counter() - self._started, 60)
+        self._seconds = time.perf_counter() - self._started
+
+    @rank_zero_only
+    def print_summary(self, trainer: L.Trainer) -> None:
+        minutes, seconds = divmod(self._seconds, 60)
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         lines = ["", "=" * 60, "bertcls fit finished", "=" * 60]
         lines.append(f"epochs: {trainer.current_epoch}   optimizer steps: {trainer.global_step}")
@@ -33,12 +41,10 @@ class RunSummary(L.Callback):
                 continue
             if checkpoint.monitor is None:  # keeps the newest state only
                 lines.append(f"last checkpoint: {checkpoint.best_model_path}")
-            else:
-                score = checkpoint.best_model_score
-                best = f" ({checkpoint.monitor} = {float(score):.4f})" if score is not None else ""
-                lines.append(f"best checkpoint{best}: {checkpoint.best_model_path}")
-            if checkpoint.last_model_path:
-                lines.append(f"last checkpoint: {checkpoint.last_model_path}")
+                continue
+            score = checkpoint.best_model_score
+            best = f" ({checkpoint.monitor} = {float(score):.4f})" if score is not None else ""
+            lines.append(f"best checkpoint{best}: {checkpoint.best_model_path}")
         if trainer.log_dir:
             lines.append(f"logs and config: {trainer.log_dir}")
         lines.append("=" * 60)

@@ -18,6 +18,7 @@ from bertcls.data.encoding import (
     EncodingCache,
     cache_key,
     encode_frame,
+    quiet_datasets,
     tokenizer_fingerprint,
 )
 from bertcls.data.labels import LabelVocabulary, label_strings
@@ -224,7 +225,9 @@ class ClassificationDataModule(L.LightningDataModule):
         """Split the training file into train and validation with the seeded ``validation_fraction``."""
         parts = full.table.train_test_split(test_size=self.hparams.validation_fraction, seed=self.hparams.split_seed)
         for split, table in (("train", parts["train"]), ("validation", parts["test"])):
-            self.datasets[split] = TokenizedDataset(EncodedSplit(table.flatten_indices(), full.meta))
+            with quiet_datasets():
+                table = table.flatten_indices()
+            self.datasets[split] = TokenizedDataset(EncodedSplit(table, full.meta))
 
     def _report_truncation(self, split: str, encoded: EncodedSplit) -> None:
         if encoded.num_truncated:
