@@ -189,6 +189,23 @@ def test_test_command_needs_only_checkpoint_and_test_file(
     assert image.read_bytes()[:8] == PNG_MAGIC
 
 
+def predict_args(checkpoint: Path, predict_file: Path, output: Path) -> list[object]:
+    """``bertcls predict`` from a checkpoint alone, without a logger."""
+    return [
+        "predict",
+        "--ckpt_path",
+        checkpoint,
+        "--data.predict_file",
+        predict_file,
+        "--predictions.output_file",
+        output,
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+
+
 def read_predictions(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -198,19 +215,7 @@ def test_predict_writes_reloaded_models_probabilities(
 ) -> None:
     outputs = [run_dir / "first.jsonl", run_dir / "second.jsonl"]
     for output in outputs:
-        exit_ = cli(
-            "predict",
-            "--ckpt_path",
-            trained.best,
-            "--data.predict_file",
-            task.predict,
-            "--predictions.output_file",
-            output,
-            "--trainer.logger",
-            "false",
-            "--trainer.enable_progress_bar",
-            "false",
-        )
+        exit_ = cli(*predict_args(trained.best, task.predict, output))
         assert exit_ is None, exit_
     assert outputs[0].read_text() == outputs[1].read_text(), "predictions are reproducible"
     records = read_predictions(outputs[0])
@@ -239,19 +244,7 @@ def test_checkpoint_alone_predicts_after_the_model_folder_is_gone(
     shutil.rmtree(model_dir)
     output = run_dir / "predictions.jsonl"
     (run_dir / "config.yaml").write_text("my own file\n")
-    exit_ = cli(
-        "predict",
-        "--ckpt_path",
-        last,
-        "--data.predict_file",
-        task.predict,
-        "--predictions.output_file",
-        output,
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-    )
+    exit_ = cli(*predict_args(last, task.predict, output))
     assert exit_ is None, exit_
     assert len(read_predictions(output)) == TEST_ROWS
     # Without a logger there is no run folder: the resolved config is not written over ./config.yaml.
