@@ -50,6 +50,13 @@ def fit_data(tokenizer: Path, **kwargs) -> ClassificationDataModule:
     return module
 
 
+def data_error_of(module: ClassificationDataModule) -> str:
+    """The message of the ``DataError`` that ``prepare_data`` must raise."""
+    with pytest.raises(DataError) as error:
+        module.prepare_data()
+    return str(error.value)
+
+
 def examples(module: ClassificationDataModule, split: str) -> list[tuple[list[int], int, int]]:
     dataset = module.datasets[split]
     return [(ids.tolist(), label, row) for ids, label, row in (dataset[i] for i in range(len(dataset)))]
@@ -119,9 +126,7 @@ def test_unseen_validation_label_names_file_row_and_label(tmp_path: Path, tiny_m
     module = datamodule(
         tiny_model_dir, train_file=write_frame(SAMPLE, tmp_path / "train.csv"), validation_file=validation_file
     )
-    with pytest.raises(DataError) as error:
-        module.prepare_data()
-    message = str(error.value)
+    message = data_error_of(module)
     assert str(validation_file) in message
     assert "'sarcastic'" in message
     assert re.search(r"\brow 3\b", message)
@@ -131,9 +136,7 @@ def test_unseen_validation_label_names_file_row_and_label(tmp_path: Path, tiny_m
 def test_missing_label_column_names_column_and_file(tmp_path: Path, tiny_model_dir: Path) -> None:
     train_file = write_frame(SAMPLE.rename(columns={"label": "sentiment"}), tmp_path / "train.tsv")
     module = datamodule(tiny_model_dir, train_file=train_file)
-    with pytest.raises(DataError) as error:
-        module.prepare_data()
-    message = str(error.value)
+    message = data_error_of(module)
     assert str(train_file) in message
     assert "'label'" in message
     assert "sentiment" in message  # the available columns are listed
@@ -152,9 +155,7 @@ def test_missing_label_values_name_the_rows(tmp_path: Path, tiny_model_dir: Path
     frame.loc[[2, 5], "label"] = None  # data rows 3 and 6
     train_file = write_frame(frame, tmp_path / f"train{suffix}")
     module = datamodule(tiny_model_dir, train_file=train_file)
-    with pytest.raises(DataError) as error:
-        module.prepare_data()
-    message = str(error.value)
+    message = data_error_of(module)
     assert str(train_file) in message
     assert "missing label" in message
     assert re.search(r"\brow 3, 6\b", message)
