@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import torch
@@ -12,60 +13,90 @@ from torch.utils.data import Dataset
 from bertcls.data.encoding import EncodedSplit
 from bertcls.data.sources import ROW_COLUMN
 
-Example = tuple[np.ndarray, int, int]  # (token ids, label id or -1, source row)
+Example = dict[str, np.ndarray | int]
 
 
 class TokenizedDataset(Dataset[Example]):
-    """Zero-copy view of an encoded split's Arrow columns (token ids, labels, rows).
+    """Zero-copy view of an encoded split's numeric Arrow columns.
 
-    Token ids stay in the memory-mapped Arrow buffers: fetching an example is a slice, not a
-    Python-object conversion, so data loading costs next to nothing next to the model.
+    List columns (``input_ids``, ``token_type_ids``, token-level ``labels``, multi-hot ``labels``) stay in
+    the memory-mapped Arrow buffers as one flat array plus offsets: fetching an example is a slice, not a
+    Python-object conversion. Scalar columns (``labels`` of a single-label task, ``row``) are plain arrays.
+    Text columns (the words of a token task) stay in ``table`` for the prediction writer.
     """
 
     def __init__(self, split: EncodedSplit) -> None:
-        table = split.table.with_format("arrow")[:]
-        ids = pa.concat_arrays(table.column("input_ids").chunks) if table.num_rows else None
-        self.offsets = ids.offsets.to_numpy() if ids is not None else np.zeros(1, dtype=np.int64)
-        self.token_ids = ids.values.to_numpy() if ids is not None else np.zeros(0, dtype=np.int64)
-        self.rows = table.column(ROW_COLUMN).to_numpy()
-        has_labels = "labels" in table.column_names
-        self.labels = table.column("labels").to_numpy() if has_labels else np.full(len(self.rows), -1)
-        self.has_labels = has_labels
+        self.table: datasets.Dataset = split.table
+        self.meta = split.meta
+        arrow = split.table.with_format("arrow")[:]
+        self.lists: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.scalars: dict[str, np.ndarray] = {}
+        for name in arrow.column_names:
+            column = arrow.column(name)
+            kind = column.type
+            if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+                if not _is_numeric(kind.value_type):
+                    continue
+                merged = pa.concat_arrays(column.chunks) if column.num_chunks else pa.array([], type=kind)
+                values = merged.flatten().to_numpy(zero_copy_only=False)
+                offsets = merged.offsets.to_numpy() - merged.offsets[0].as_py()
+                self.lists[name] = (offsets, values)
+            elif _is_numeric(kind):
+                self.scalars[name] = column.to_numpy()
+        self.rows = self.scalars.pop(ROW_COLUMN)
+        self.has_labels = "labels" in self.lists or "labels" in self.scalars
 
     def __len__(self) -> int:
         return len(self.rows)
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        return np.diff(self.lists["input_ids"][0])
 
     def __getitem__(self, index: int) -> Example:
-        start, end = self.offsets[index], self.offsets[index + 1]
-        return self.token_ids[start:end], int(self.labels[index]), int(self.rows[index])
+        example: Example = {"rows": int(self.rows[index])}
+        for name, (offsets, values) in self.lists.items():
+            example[name] = values[offsets[index] : offsets[index + 1]]
+        for name, values in self.scalars.items():
+            example[name] = values[index]
+        return example
+
+
+def _is_numeric(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
 
 
 @dataclass(frozen=True)
 class DynamicPaddingCollator:
-    """Pad a batch to its longest example (rounded up to ``pad_to_multiple_of``, e.g. 8 for tensor cores)."""
+    """Pad a batch to its longest example (rounded up to ``pad_to_multiple_of``, e.g. 8 for tensor cores).
+
+    ``input_ids`` (with ``pad_token_id``), ``token_type_ids`` (with 0) and the task's ``padded_columns``
+    (e.g. token labels with -100) are padded; every other column is stacked as it is.
+    """
 
     pad_token_id: int
     pad_to_multiple_of: int | None = 8
+    padded_columns: dict[str, int] = field(default_factory=dict)
 
     def __call__(self, examples: list[Example]) -> dict[str, torch.Tensor]:
-        longest = max(len(ids) for ids, _, _ in examples)
+        longest = max(len(example["input_ids"]) for example in examples)
         if self.pad_to_multiple_of:
             longest = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        input_ids = torch.full((len(examples), longest), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(examples), longest), dtype=torch.long)
-        for position, (ids, _, _) in enumerate(examples):
-            input_ids[position, : len(ids)] = torch.from_numpy(ids.astype(np.int64, copy=False))
-            attention_mask[position, : len(ids)] = 1
-        batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "rows": torch.tensor([row for _, _, row in examples], dtype=torch.long),
-        }
-        labels = [label for _, label, _ in examples]
-        if labels[0] >= 0:
-            batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        padding = {"input_ids": self.pad_token_id, "token_type_ids": 0, **self.padded_columns}
+        batch: dict[str, torch.Tensor] = {}
+        for name, value in padding.items():
+            if name in examples[0]:
+                batch[name] = _pad([example[name] for example in examples], longest, value)
+        lengths = torch.tensor([len(example["input_ids"]) for example in examples])
+        batch["attention_mask"] = (torch.arange(longest) < lengths[:, None]).long()
+        for name in examples[0]:
+            if name not in batch:
+                batch[name] = torch.as_tensor(np.stack([np.asarray(example[name]) for example in examples]))
         return batch
+
+
+def _pad(sequences: list[np.ndarray], length: int, value: int) -> torch.Tensor:
+    padded = torch.full((len(sequences), length), value, dtype=torch.long)
+    for position, sequence in enumerate(sequences):
+        padded[position, : len(sequence)] = torch.from_numpy(sequence.astype(np.int64, copy=False))
+    return padded

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2
 ENCODE_BATCH_SIZE = 1000
 
 
@@ -63,7 +62,11 @@ def cache_key(**parts: Any) -> str:
 
 @dataclass(frozen=True)
 class EncodedSplit:
-    """A tokenized split: ``input_ids``, ``labels`` (when labelled) and ``row`` columns, plus statistics."""
+    """A tokenized split: ``input_ids``, ``labels`` (when labelled), ``row`` and task columns, plus statistics.
+
+    ``meta`` holds ``num_examples``, ``num_truncated`` (inputs cut at ``max_length``), ``label_names`` and
+    any task-specific counts.
+    """
 
     table: datasets.Dataset
     meta: dict[str, Any]
@@ -73,37 +76,60 @@ class EncodedSplit:
         return int(self.meta["num_truncated"])
 
 
-def encode_frame(
+def check_texts(frame: pd.DataFrame, columns: list[str], where: str) -> None:
+    """Raise a ``DataError`` naming the rows whose text is missing in any of ``columns``."""
+    for column in columns:
+        missing = frame[column].isna()
+        if missing.any():
+            rows = (frame.loc[missing, ROW_COLUMN] + 1).tolist()[:5]
+            raise DataError(
+                f"{where}: missing text in column '{column}' at row(s) {rows} (rows counted from 1, header "
+                "excluded). Fill in or remove those rows."
+            )
+
+
+def encode_texts(
     frame: pd.DataFrame,
     tokenizer: PreTrainedTokenizerBase,
     text_column: str,
+    text_pair_column: str | None,
     max_length: int,
-    label_ids: np.ndarray | None,
+    labels: list | None,
     where: str,
 ) -> EncodedSplit:
-    """Tokenize ``frame[text_column]`` with truncation at ``max_length`` via ``datasets.map``."""
-    texts = frame[text_column]
-    missing = texts.isna()
-    if missing.any():
-        rows = (frame.loc[missing, ROW_COLUMN] + 1).tolist()[:5]
-        raise DataError(
-            f"{where}: missing text in column '{text_column}' at row(s) {rows} (rows counted from 1, header "
-            "excluded). Fill in or remove those rows."
-        )
-    columns: dict[str, Any] = {"text": texts.astype(str).tolist(), ROW_COLUMN: frame[ROW_COLUMN].tolist()}
-    if label_ids is not None:
-        columns["labels"] = label_ids.tolist()
+    """Tokenize one text (or a text pair) per row via ``datasets.map``, truncating at ``max_length``.
+
+    A pair is encoded as ``[CLS] a [SEP] b [SEP]`` with ``token_type_ids``; truncation trims the longer
+    side first. ``labels`` (one value or list per row) is stored as the ``labels`` column.
+    """
+    text_columns = [text_column] + ([text_pair_column] if text_pair_column else [])
+    check_texts(frame, text_columns, where)
+    columns: dict[str, Any] = {"text": frame[text_column].astype(str).tolist(), ROW_COLUMN: frame[ROW_COLUMN].tolist()}
+    if text_pair_column:
+        columns["text_pair"] = frame[text_pair_column].astype(str).tolist()
+    if labels is not None:
+        columns["labels"] = labels
     raw = datasets.Dataset.from_dict(columns)
+    text_keys = ["text", "text_pair"] if text_pair_column else ["text"]
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
-        return {
+        encoded = tokenizer(
+            batch["text"],
+            batch.get("text_pair"),
+            truncation="longest_first",
+            max_length=max_length,
+            return_token_type_ids=text_pair_column is not None,
+        )
+        outputs = {
             "input_ids": encoded["input_ids"],
             "truncated": [len(encoding.overflowing) > 0 for encoding in encoded.encodings],
         }
+        if text_pair_column:
+            outputs["token_type_ids"] = encoded["token_type_ids"]
+        return outputs
 
     with quiet_datasets():
-        table = raw.map(tokenize, batched=True, batch_size=ENCODE_BATCH_SIZE, remove_columns=["text"])
+        table = raw.map(tokenize, batched=True, batch_size=ENCODE_BATCH_SIZE, remove_columns=text_keys)
     num_truncated = int(sum(table["truncated"]))
     table = table.remove_columns("truncated")
     meta = {"num_examples": len(table), "num_truncated": num_truncated, "max_length": max_length}

@@ -16,7 +16,12 @@ MAX_ROWS_SHOWN = 5
 
 def _rows(frame: pd.DataFrame, mask: pd.Series) -> str:
     """Format the 1-based data-row numbers (header excluded) of the masked rows."""
-    rows = (frame.loc[mask, ROW_COLUMN] + 1).tolist()
+    return _row_list(frame.loc[mask, ROW_COLUMN])
+
+
+def _row_list(rows: pd.Series) -> str:
+    """Format 0-based source rows as "row 3, 8 and 2 more" (1-based)."""
+    rows = sorted(set((rows + 1).tolist()))
     shown = ", ".join(str(row) for row in rows[:MAX_ROWS_SHOWN])
     return f"row {shown}" + (f" and {len(rows) - MAX_ROWS_SHOWN} more" if len(rows) > MAX_ROWS_SHOWN else "")
 
@@ -59,16 +64,31 @@ class LabelVocabulary:
     def __len__(self) -> int:
         return len(self.names)
 
-    def encode(self, frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    def encode(self, frame: pd.DataFrame, column: str, where: str, as_indices: bool = False) -> np.ndarray:
         """Map the label column of ``frame`` to ids; unknown labels raise a ``DataError`` naming the rows."""
         labels = label_strings(frame, column, where)
-        ids = labels.map({name: index for index, name in enumerate(self.names)})
+        return self.lookup(labels, frame[ROW_COLUMN], f"{where}: column '{column}'", as_indices)
+
+    def lookup(self, labels: pd.Series, rows: pd.Series, where: str, as_indices: bool = False) -> np.ndarray:
+        """Ids of ``labels`` (strings); ``rows`` holds each one's 0-based source row, for error messages.
+
+        With ``as_indices`` the labels are 0-based positions in ``names`` ("3" is the fourth name).
+        """
+        labels = labels.reset_index(drop=True)
+        rows = rows.reset_index(drop=True)
+        if as_indices:
+            ids = pd.to_numeric(labels, errors="coerce")
+            ids = ids.where((ids >= 0) & (ids < len(self.names)) & (ids == ids.round()))
+            expected = f"whole numbers from 0 to {len(self.names) - 1} (positions in the {len(self.names)} label names)"
+        else:
+            ids = labels.map({name: index for index, name in enumerate(self.names)})
+            expected = f"one of the training data's labels {list(self.names)}"
         unknown = ids.isna()
         if unknown.any():
-            values = sorted(labels[unknown].unique().tolist())
+            values = sorted(labels[unknown].unique().tolist())[:MAX_ROWS_SHOWN]
+            shown = _row_list(rows[unknown])
             raise DataError(
-                f"{where}: label(s) {values} in column '{column}' at {_rows(frame, unknown)} do not occur "
-                f"in the training data, whose labels are {list(self.names)}. Fix those rows, or give the "
-                "complete label set with model.label_names."
+                f"{where}: label(s) {values} at {shown} (rows counted from 1, header excluded) are not {expected}. "
+                "Fix those rows, or give the complete label set with model.label_names."
             )
         return ids.to_numpy(dtype=np.int64)

@@ -1,0 +1,170 @@
+"""The contract between the shared pipeline and one kind of classification (a *task*).
+
+The data module and the ``LightningModule`` know nothing about labels, heads or metrics: they ask the
+task. A task says which columns a split needs, how its labels are encoded and padded, which head sits on
+the encoder, how it is evaluated and how predictions are written. Adding a task means one new module in
+``bertcls/tasks/`` with a ``Task`` subclass, its head and its evaluator, and one line in ``TASKS``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from bertcls.data.collate import TokenizedDataset
+from bertcls.data.encoding import EncodedSplit
+from bertcls.data.labels import LabelVocabulary
+from bertcls.model.pooling import Pooling
+
+LongInputs = Literal["truncate", "split"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The data module's settings that a task reads when it selects columns and encodes a split."""
+
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    label_columns: tuple[str, ...] | None = None  # multi-label: one 0/1 column per label
+    label_delimiter: str = ","  # multi-label: labels in one string, "2,17,25"
+    labels_are_indices: bool = False  # label values are 0-based positions in the label names
+    drop_labels: tuple[str, ...] = ("-",)  # rows with these labels have no gold label (SNLI's "-"): dropped
+    tokens_column: str = "tokens"  # token task: a list of words per row
+    tags_column: str = "tags"  # token task: a list of tags per row, one per word
+    max_length: int = 128
+    label_all_subtokens: bool = False  # token task: every word piece carries its word's label in the loss
+    long_inputs: LongInputs = "split"  # token task: windows over long sentences, or truncation
+    window_stride: int = 32  # token task: word pieces shared by neighbouring windows
+
+
+@dataclass(frozen=True)
+class HeadOptions:
+    """The model's settings that a head reads."""
+
+    dropout: float
+    pooling: Pooling = "cls"
+    loss_weights: torch.Tensor | None = None  # per label, in label order (multi-label: positive-class weights)
+    label_smoothing: float = 0.0
+    threshold: float = 0.5  # multi-label decision threshold (before tuning)
+
+
+class TaskHead(nn.Module, ABC):
+    """Maps the encoder's token states to logits, and logits to a loss and to predictions."""
+
+    @abstractmethod
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler_output: torch.Tensor | None
+    ) -> torch.Tensor: ...
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def predict(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What ``predict_step`` returns for a batch: 1-D or 2-D tensors with one entry per output item.
+
+        The prediction writer concatenates each key over all batches (``torch.cat`` along dim 0) and hands
+        the result to ``Task.prediction_records``. Sequence tasks return one entry per text (with ``rows``);
+        the token task returns one entry per evaluated word (with the word's ``rows`` and ``word_ids``).
+        """
+
+
+class Evaluator(nn.Module, ABC):
+    """Accumulates one split's predictions (torchmetrics states, synchronised across DDP ranks at compute).
+
+    ``detailed`` evaluators (the test split) also compute per-label figures and write a report.
+    """
+
+    def __init__(self, label_names: list[str], prefix: str, detailed: bool) -> None:
+        super().__init__()
+        self.label_names = list(label_names)
+        self.prefix = prefix
+        self.detailed = detailed
+
+    @abstractmethod
+    def update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], head: TaskHead) -> None: ...
+
+    @abstractmethod
+    def compute(self, head: TaskHead) -> dict[str, torch.Tensor]:
+        """Metric name (with the prefix) -> value, identical on every rank."""
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    def adapt_head(self, head: TaskHead) -> None:
+        """Called after each validation epoch of ``fit``: tune what the head decides with (default: nothing)."""
+
+    def report(self, output_dir: Path) -> str:
+        """A human-readable report of the last ``compute`` (called on rank 0 after testing)."""
+        return ""
+
+
+class Task(ABC):
+    """One kind of classification: its data encoding, head, evaluation and prediction output."""
+
+    name: ClassVar[str]
+    monitor: ClassVar[str]  # the validation metric that picks the best checkpoint (higher is better)
+    txt_format: ClassVar[str] = "tsv"  # how a ``.txt`` data file is read
+    # Columns aligned with the word pieces (padded like input_ids) and their padding value.
+    padded_columns: ClassVar[dict[str, int]] = {}
+
+    # --- data ----------------------------------------------------------------------------------
+    @abstractmethod
+    def columns(self, spec: DataSpec, labelled: bool) -> list[str]:
+        """The columns read from a split (``labelled`` is False for the predict split)."""
+
+    def select_rows(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> tuple[pd.DataFrame, str | None]:
+        """Drop rows that carry no usable example; returns the kept rows and a note on what was dropped."""
+        return frame, None
+
+    @abstractmethod
+    def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
+        """Every distinct label in ``frame`` (the vocabulary of a training split)."""
+
+    @abstractmethod
+    def encode(
+        self,
+        frame: pd.DataFrame,
+        tokenizer: PreTrainedTokenizerBase,
+        spec: DataSpec,
+        vocabulary: LabelVocabulary | None,
+        where: str,
+    ) -> EncodedSplit:
+        """Tokenize ``frame`` and encode its labels (none when ``vocabulary`` is None: the predict split)."""
+
+    @abstractmethod
+    def label_counts(self, dataset: TokenizedDataset, num_labels: int) -> tuple[np.ndarray, int]:
+        """How often each label occurs in a training set, and how many labelled units (texts or words) it has."""
+
+    # --- model ---------------------------------------------------------------------------------
+    @abstractmethod
+    def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead: ...
+
+    @abstractmethod
+    def balanced_weights(self, counts: np.ndarray, total: int) -> torch.Tensor:
+        """Loss weights for ``class_weights: balanced`` from ``label_counts``."""
+
+    @abstractmethod
+    def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator: ...
+
+    @abstractmethod
+    def prediction_records(
+        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset
+    ) -> Iterator[dict[str, Any]]:
+        """One JSON-ready record per source row, in row order, from the concatenated ``predict`` outputs."""
+
+
+def inverse_frequency(counts: np.ndarray, total: int) -> torch.Tensor:
+    """``total / (num_labels * count)``: scikit-learn's "balanced" class weights."""
+    counts_tensor = torch.as_tensor(counts, dtype=torch.float).clamp(min=1)
+    return total / (len(counts_tensor) * counts_tensor)

@@ -1,0 +1,194 @@
+"""Single-label classification of a text (``single_label``) or of a text pair (``pair``: NLI, paraphrase)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryF1Score,
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+from torchmetrics.wrappers import ClasswiseWrapper
+from transformers import PreTrainedTokenizerBase
+
+from bertcls.data.collate import TokenizedDataset
+from bertcls.data.encoding import EncodedSplit, encode_texts
+from bertcls.data.labels import LabelVocabulary, label_strings
+from bertcls.errors import DataError
+from bertcls.model.pooling import pool
+from bertcls.reporting import classification_report, save_confusion_matrix
+from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, Task, TaskHead, inverse_frequency
+
+
+class SingleLabelHead(TaskHead):
+    """One label per text: pooling, dropout, linear, cross-entropy (optional class weights, label smoothing)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, options: HeadOptions) -> None:
+        super().__init__()
+        self.pooling = options.pooling
+        self.dropout = nn.Dropout(options.dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+        # Persistent: weights computed from the training data ("balanced") travel with the checkpoint.
+        self.register_buffer("class_weights", options.loss_weights)
+        self.label_smoothing = options.label_smoothing
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler_output: torch.Tensor | None
+    ) -> torch.Tensor:
+        pooled = pool(self.pooling, hidden_states, attention_mask, pooler_output)
+        return self.classifier(self.dropout(pooled))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(
+            logits.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing
+        )
+
+    def predict(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"rows": batch["rows"], "probabilities": logits.float().softmax(dim=-1)}
+
+
+class SingleLabelEvaluator(Evaluator):
+    """Accuracy and macro-F1; for two labels also the F1 of the positive (second) label, the MRPC convention.
+
+    Detailed: precision, recall and F1 per label, a classification report and a confusion-matrix image.
+    """
+
+    def __init__(self, label_names: list[str], prefix: str, detailed: bool) -> None:
+        super().__init__(label_names, prefix, detailed)
+        num_labels = len(label_names)
+        metrics: dict[str, Any] = {
+            "accuracy": MulticlassAccuracy(num_classes=num_labels, average="micro"),
+            "macro_f1": MulticlassF1Score(num_classes=num_labels, average="macro"),
+        }
+        if num_labels == 2:
+            metrics["f1_positive"] = BinaryF1Score()
+        if detailed:
+            per_label = {"precision": MulticlassPrecision, "recall": MulticlassRecall, "f1": MulticlassF1Score}
+            for name, metric in per_label.items():
+                metrics[f"{name}_per_label"] = ClasswiseWrapper(
+                    metric(num_classes=num_labels, average=None), labels=self.label_names, prefix=f"{name}/"
+                )
+        self.metrics = MetricCollection(metrics, prefix=prefix, compute_groups=False)
+        self.confusion = MulticlassConfusionMatrix(num_classes=num_labels) if detailed else None
+        self._last_confusion: np.ndarray | None = None
+
+    def update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], head: TaskHead) -> None:
+        labels = batch["labels"]
+        predicted = logits.argmax(dim=-1)
+        for name, metric in self.metrics.items(keep_base=True):
+            metric.update(predicted if name.endswith("f1_positive") else logits, labels)
+        if self.confusion is not None:
+            self.confusion.update(logits, labels)
+
+    def compute(self, head: TaskHead) -> dict[str, torch.Tensor]:
+        values = self.metrics.compute()
+        if self.confusion is not None:
+            self._last_confusion = self.confusion.compute().cpu().numpy()
+        return values
+
+    def reset(self) -> None:
+        self.metrics.reset()
+        if self.confusion is not None:
+            self.confusion.reset()
+
+    def report(self, output_dir: Path) -> str:
+        if self._last_confusion is None:
+            return ""
+        image = save_confusion_matrix(self._last_confusion, self.label_names, output_dir / "confusion_matrix_test.png")
+        report = classification_report(self._last_confusion, self.label_names)
+        return f"Test classification report\n{report}\nConfusion matrix saved to {image}"
+
+
+class SingleLabelTask(Task):
+    """One label per row, from ``label_column``; a text, or a text pair when ``text_pair_column`` is set."""
+
+    name = "single_label"
+    monitor = "val/accuracy"
+
+    def text_pair_column(self, spec: DataSpec) -> str | None:
+        return spec.text_pair_column
+
+    def columns(self, spec: DataSpec, labelled: bool) -> list[str]:
+        texts = [spec.text_column] + ([pair] if (pair := self.text_pair_column(spec)) else [])
+        return texts + ([spec.label_column] if labelled else [])
+
+    def select_rows(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> tuple[pd.DataFrame, str | None]:
+        if not spec.drop_labels:
+            return frame, None
+        labels = frame[spec.label_column]
+        unlabelled = labels.notna() & labels.astype(str).isin(spec.drop_labels)
+        if not unlabelled.any():
+            return frame, None
+        note = (
+            f"{where}: dropped {int(unlabelled.sum())} of {len(frame)} rows without a gold label "
+            f"({spec.label_column} in {list(spec.drop_labels)}; see data.drop_labels)."
+        )
+        return frame[~unlabelled].reset_index(drop=True), note
+
+    def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
+        return label_strings(frame, spec.label_column, where).unique().tolist()
+
+    def encode(
+        self,
+        frame: pd.DataFrame,
+        tokenizer: PreTrainedTokenizerBase,
+        spec: DataSpec,
+        vocabulary: LabelVocabulary | None,
+        where: str,
+    ) -> EncodedSplit:
+        labels = None
+        if vocabulary is not None:
+            labels = vocabulary.encode(frame, spec.label_column, where, spec.labels_are_indices).tolist()
+        return encode_texts(
+            frame, tokenizer, spec.text_column, self.text_pair_column(spec), spec.max_length, labels, where
+        )
+
+    def label_counts(self, dataset: TokenizedDataset, num_labels: int) -> tuple[np.ndarray, int]:
+        return np.bincount(dataset.scalars["labels"], minlength=num_labels), len(dataset)
+
+    def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead:
+        return SingleLabelHead(hidden_size, num_labels, options)
+
+    def balanced_weights(self, counts: np.ndarray, total: int) -> torch.Tensor:
+        return inverse_frequency(counts, total)
+
+    def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator:
+        return SingleLabelEvaluator(label_names, prefix, detailed)
+
+    def prediction_records(
+        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset
+    ) -> Iterator[dict[str, Any]]:
+        rows, probabilities = outputs["rows"], outputs["probabilities"]
+        for index in rows.argsort().tolist():
+            scores = probabilities[index].tolist()
+            best = max(range(len(scores)), key=scores.__getitem__)
+            yield {
+                "row": int(rows[index]),
+                "label": label_names[best],
+                "probabilities": dict(zip(label_names, (round(score, 6) for score in scores), strict=True)),
+            }
+
+
+class SentencePairTask(SingleLabelTask):
+    """Single-label classification of a text pair (NLI, paraphrase): ``[CLS] a [SEP] b [SEP]``."""
+
+    name = "pair"
+
+    def text_pair_column(self, spec: DataSpec) -> str | None:
+        if not spec.text_pair_column:
+            raise DataError(
+                "task 'pair' reads two text columns: set data.text_column and data.text_pair_column "
+                "(e.g. sentence1 and sentence2)."
+            )
+        return spec.text_pair_column
