@@ -9,7 +9,7 @@ the encoder, how it is evaluated and how predictions are written. Adding a task 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -55,7 +55,8 @@ class HeadOptions:
     pooling: Pooling = "cls"
     loss_weights: torch.Tensor | None = None  # per label, in label order (multi-label: positive-class weights)
     label_smoothing: float = 0.0
-    threshold: float = 0.5  # multi-label decision threshold (before tuning)
+    threshold: float = 0.5  # multi-label: the global decision threshold
+    tune_thresholds: bool = True  # multi-label: tune per-label thresholds on the validation split
 
 
 class TaskHead(nn.Module, ABC):
@@ -120,8 +121,12 @@ class Task(ABC):
 
     # --- data ----------------------------------------------------------------------------------
     @abstractmethod
-    def columns(self, spec: DataSpec, labelled: bool) -> list[str]:
-        """The columns read from a split (``labelled`` is False for the predict split)."""
+    def columns(self, spec: DataSpec, labelled: bool, available: Sequence[str]) -> list[str]:
+        """The columns to keep from a split (``labelled`` is False for the predict split).
+
+        ``available`` lists the source's columns, for tasks that accept alternative inputs; a named column
+        that is not available makes the data module raise a ``DataError`` listing the available ones.
+        """
 
     def select_rows(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> tuple[pd.DataFrame, str | None]:
         """Drop rows that carry no usable example; returns the kept rows and a note on what was dropped."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ class SingleLabelTask(Task):
     def text_pair_column(self, spec: DataSpec) -> str | None:
         return spec.text_pair_column
 
-    def columns(self, spec: DataSpec, labelled: bool) -> list[str]:
+    def columns(self, spec: DataSpec, labelled: bool, available: Sequence[str]) -> list[str]:
         texts = [spec.text_column] + ([pair] if (pair := self.text_pair_column(spec)) else [])
         return texts + ([spec.label_column] if labelled else [])
 
