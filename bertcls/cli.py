@@ -52,6 +52,9 @@ class BertClsCLI(LightningCLI):
         logger_args = getattr(config.trainer.logger, "init_args", None)
         if logger_args is not None and hasattr(logger_args, "name"):
             logger_args.name = config.experiment
+        # One task for both: a checkpoint's (restored into model.task) wins over the data config's.
+        config.model.task = config.model.task or config.data.task
+        config.data.task = config.model.task
         if self.subcommand == "fit" and config.ckpt_path == "last":
             resolve_resume(config, logger_args)
         if config.ckpt_path and Path(config.ckpt_path).is_file():

@@ -98,7 +98,7 @@ class ProbeLogits(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         with torch.no_grad():
-            logits = pl_module(batch["input_ids"], batch["attention_mask"]).clone()
+            logits = pl_module(batch).clone()
         pl_module.train(was_training)
         ProbeLogits.records[int(checkpoint["global_step"])] = (batch, logits)
 

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from helpers import write_frame
 
-import bertcls.data.datamodule as datamodule_module
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.encoding import EncodingCache, default_cache_dir
 
@@ -29,15 +28,15 @@ FRAME = pd.DataFrame(
 
 @pytest.fixture
 def encode_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Count real tokenizations: wrap the data module's reference to ``encode_frame``."""
+    """Count real tokenizations: wrap the data module's ``_encode`` (records each encoded source)."""
     calls: list[str] = []
-    original = datamodule_module.encode_frame
+    original = ClassificationDataModule._encode
 
-    def counting(frame, tokenizer, text_column, max_length, label_ids, where):
-        calls.append(where)
-        return original(frame, tokenizer, text_column, max_length, label_ids, where)
+    def counting(self, split, vocabulary):
+        calls.append(self.sources[split].describe())
+        return original(self, split, vocabulary)
 
-    monkeypatch.setattr(datamodule_module, "encode_frame", counting)
+    monkeypatch.setattr(ClassificationDataModule, "_encode", counting)
     return calls
 
 
@@ -83,8 +82,8 @@ def test_second_prepare_data_does_not_tokenize_again(
     assert entries(bertcls_cache) == before
     assert set(loads) == before, "both splits came from the cache"
     for split in ("train", "validation"):
-        assert (second.datasets[split].token_ids == first.datasets[split].token_ids).all()
-        assert (second.datasets[split].labels == first.datasets[split].labels).all()
+        assert (second.datasets[split].lists["input_ids"][1] == first.datasets[split].lists["input_ids"][1]).all()
+        assert (second.datasets[split].scalars["labels"] == first.datasets[split].scalars["labels"]).all()
 
 
 def test_changing_max_length_creates_new_entries(
@@ -112,7 +111,7 @@ def test_changing_file_content_creates_a_new_entry(
     module.setup("fit")
     assert len(encode_calls) == 3, "only the changed training file is tokenized again"
     assert len(entries(bertcls_cache) - before) == 1
-    first_ids = module.datasets["train"][0][0]
+    first_ids = module.datasets["train"][0]["input_ids"]
     assert module.tokenizer.decode(first_ids, skip_special_tokens=True) == "completely different words"
 
 
@@ -152,4 +151,4 @@ def test_truncation_is_reported(tiny_model_dir: Path, files, lightning_messages:
     module = make(tiny_model_dir, *files, max_length=6)
     module.prepare_data()
     module.setup("fit")
-    assert any("3 of 6 texts" in message and "max_length=6" in message for message in lightning_messages)
+    assert any("3 of 6 inputs" in message and "max_length=6" in message for message in lightning_messages)

@@ -150,7 +150,7 @@ def test_reloaded_checkpoint_gives_identical_logits(trained: SimpleNamespace) ->
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, checkpoint["state_dict"][name]), name
     with torch.no_grad():
-        reloaded = model(batch["input_ids"], batch["attention_mask"])
+        reloaded = model(batch)
     assert torch.equal(reloaded, logits)
     assert (reloaded.argmax(-1) == batch["labels"]).float().mean() >= 0.9
 
@@ -225,7 +225,7 @@ def test_predict_writes_reloaded_models_probabilities(
     texts = task.test_frame["text"].tolist()
     encoded = minilm_tokenizer(texts, truncation=True, max_length=128, padding=True, return_tensors="pt")
     with torch.no_grad():
-        expected = model(encoded["input_ids"], encoded["attention_mask"]).softmax(-1).numpy()
+        expected = model(dict(encoded)).softmax(-1).numpy()
     written = np.array([[record["probabilities"][name] for name in model.hparams.label_names] for record in records])
     np.testing.assert_allclose(written, expected, atol=1e-6, rtol=0)  # written rounded to 6 decimals
     predicted = [record["label"] for record in records]
@@ -350,4 +350,4 @@ def test_balanced_class_weights_come_from_the_training_labels_and_reload(
     model = BertClassifier.load_from_checkpoint(best, map_location="cpu")
     assert model.hparams.label_names == ["neg", "neutral", "pos"]
     expected = torch.tensor([330 / (3 * 150), 330 / (3 * 150), 330 / (3 * 30)])
-    torch.testing.assert_close(model.head.class_weights, expected)
+    torch.testing.assert_close(model.head.loss_weights, expected)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -10,7 +9,7 @@ from helpers import write_frame
 
 from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
 from bertcls.data.datamodule import ClassificationDataModule
-from bertcls.data.encoding import EncodedSplit, encode_frame
+from bertcls.data.encoding import EncodedSplit, encode_texts
 
 TEXTS = [
     "a fine film",
@@ -23,8 +22,7 @@ TEXTS = [
 
 def encode(tokenizer, texts: list[str], labels: list[int] | None, max_length: int = 64) -> EncodedSplit:
     frame = pd.DataFrame({"text": texts, "row": range(10, 10 + len(texts))})
-    label_ids = None if labels is None else np.array(labels, dtype=np.int64)
-    return encode_frame(frame, tokenizer, "text", max_length, label_ids, where="test data")
+    return encode_texts(frame, tokenizer, "text", None, max_length, labels, where="test data")
 
 
 def test_dataset_serves_token_ids_labels_and_rows(minilm_tokenizer) -> None:
@@ -34,16 +32,16 @@ def test_dataset_serves_token_ids_labels_and_rows(minilm_tokenizer) -> None:
     assert dataset.has_labels
     assert dataset.lengths.tolist() == [len(ids) for ids in expected]
     for index, ids in enumerate(expected):
-        token_ids, label, row = dataset[index]
-        assert token_ids.tolist() == ids
-        assert label == [0, 1, 0, 1, 1][index]
-        assert row == 10 + index
+        example = dataset[index]
+        assert example["input_ids"].tolist() == ids
+        assert example["labels"] == [0, 1, 0, 1, 1][index]
+        assert example["rows"] == 10 + index
 
 
-def test_unlabelled_dataset_has_label_minus_one(minilm_tokenizer) -> None:
+def test_unlabelled_dataset_has_no_labels(minilm_tokenizer) -> None:
     dataset = TokenizedDataset(encode(minilm_tokenizer, TEXTS, None))
     assert not dataset.has_labels
-    assert [dataset[index][1] for index in range(len(dataset))] == [-1] * len(TEXTS)
+    assert all(set(dataset[index]) == {"input_ids", "rows"} for index in range(len(dataset)))
 
 
 def test_dataset_reads_multi_chunk_and_selected_tables(minilm_tokenizer) -> None:
@@ -55,23 +53,23 @@ def test_dataset_reads_multi_chunk_and_selected_tables(minilm_tokenizer) -> None
         dataset = TokenizedDataset(EncodedSplit(table, encoded.meta))
         assert len(dataset) == len(table)
         for index in (0, 1, len(table) // 2, len(table) - 1):
-            token_ids, label, row = dataset[index]
-            assert token_ids.tolist() == table[index]["input_ids"]
-            assert label == table[index]["labels"]
-            assert row == table[index]["row"]
+            example = dataset[index]
+            assert example["input_ids"].tolist() == table[index]["input_ids"]
+            assert example["labels"] == table[index]["labels"]
+            assert example["rows"] == table[index]["row"]
 
 
 def test_collator_pads_to_longest_rounded_to_multiple_of_8(minilm_tokenizer) -> None:
     dataset = TokenizedDataset(encode(minilm_tokenizer, TEXTS, [0, 1, 0, 1, 1]))
     examples = [dataset[index] for index in (0, 2, 3)]
-    lengths = [len(ids) for ids, _, _ in examples]
+    lengths = [len(example["input_ids"]) for example in examples]
     batch = DynamicPaddingCollator(pad_token_id=minilm_tokenizer.pad_token_id, pad_to_multiple_of=8)(examples)
     width = -(-max(lengths) // 8) * 8
     assert max(lengths) % 8 != 0, "the example is meant to need rounding"
     assert batch["input_ids"].shape == (3, width)
     assert batch["input_ids"].dtype == torch.long
     assert batch["attention_mask"].sum(dim=1).tolist() == lengths
-    for position, (ids, _, _) in enumerate(examples):
+    for position, ids in enumerate(example["input_ids"] for example in examples):
         assert batch["input_ids"][position, : len(ids)].tolist() == ids.tolist()
         assert (batch["input_ids"][position, len(ids) :] == minilm_tokenizer.pad_token_id).all()
         assert batch["attention_mask"][position, : len(ids)].all()
@@ -84,7 +82,7 @@ def test_collator_without_multiple_pads_to_exact_longest(minilm_tokenizer) -> No
     dataset = TokenizedDataset(encode(minilm_tokenizer, TEXTS, [0, 1, 0, 1, 1]))
     examples = [dataset[index] for index in range(len(TEXTS))]
     batch = DynamicPaddingCollator(pad_token_id=minilm_tokenizer.pad_token_id, pad_to_multiple_of=None)(examples)
-    assert batch["input_ids"].shape[1] == max(len(ids) for ids, _, _ in examples)
+    assert batch["input_ids"].shape[1] == max(len(example["input_ids"]) for example in examples)
     assert batch["attention_mask"].sum().item() == int(dataset.lengths.sum())
 
 

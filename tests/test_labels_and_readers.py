@@ -59,7 +59,8 @@ def data_error_of(module: ClassificationDataModule) -> str:
 
 def examples(module: ClassificationDataModule, split: str) -> list[tuple[list[int], int, int]]:
     dataset = module.datasets[split]
-    return [(ids.tolist(), label, row) for ids, label, row in (dataset[i] for i in range(len(dataset)))]
+    records = (dataset[index] for index in range(len(dataset)))
+    return [(record["input_ids"].tolist(), record["labels"], record["rows"]) for record in records]
 
 
 # --- label vocabulary -------------------------------------------------------------------------
@@ -71,9 +72,9 @@ def test_string_labels_build_a_sorted_vocabulary(tmp_path: Path, tiny_model_dir:
     )
     assert module.label_names == ["neg", "neutral", "pos"]
     names = np.array(module.label_names)
-    assert names[module.datasets["train"].labels].tolist() == SAMPLE["label"].tolist()
-    assert names[module.datasets["validation"].labels].tolist() == SAMPLE["label"].head(4).tolist()
-    assert module.label_counts.tolist() == [3, 2, 3]
+    assert names[module.datasets["train"].scalars["labels"]].tolist() == SAMPLE["label"].tolist()
+    assert names[module.datasets["validation"].scalars["labels"]].tolist() == SAMPLE["label"].head(4).tolist()
+    assert module.label_statistics()[0].tolist() == [3, 2, 3]
 
 
 def test_integer_labels_sort_numerically(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -84,7 +85,7 @@ def test_integer_labels_sort_numerically(tmp_path: Path, tiny_model_dir: Path) -
         validation_file=write_frame(frame, tmp_path / "validation.csv"),
     )
     assert module.label_names == ["1", "2", "10"]
-    assert module.datasets["train"].labels.tolist() == [1, 2, 0, 2, 1]
+    assert module.datasets["train"].scalars["labels"].tolist() == [1, 2, 0, 2, 1]
 
 
 @pytest.mark.parametrize(
@@ -107,7 +108,7 @@ def test_given_label_names_fix_the_order(tmp_path: Path, tiny_model_dir: Path) -
         label_names=["pos", "neg", "neutral"],
     )
     assert module.label_names == ["pos", "neg", "neutral"]
-    assert module.datasets["train"].labels.tolist()[:4] == [0, 1, 0, 1]
+    assert module.datasets["train"].scalars["labels"].tolist()[:4] == [0, 1, 0, 1]
     with pytest.raises(DataError, match="duplicates"):
         LabelVocabulary.from_names(["pos", "neg", "pos"])
 

@@ -17,7 +17,9 @@ NUM_LAYERS = 2  # the tiny model
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir: Path) -> BertClassifier:
-    return BertClassifier(model_name=str(tiny_model_dir), label_names=["neg", "neutral", "pos"], pooling="pooler")
+    return BertClassifier(
+        model_name=str(tiny_model_dir), task="single_label", label_names=["neg", "neutral", "pos"], pooling="pooler"
+    )
 
 
 def group_of(groups: list[dict]) -> dict[int, dict]:

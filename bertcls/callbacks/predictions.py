@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 
 class PredictionWriter(BasePredictionWriter):
-    """After ``predict``, write ``{"row", "label", "probabilities"}`` per input row, sorted by row.
+    """After ``predict``, write one JSON record per input row, sorted by row (the task decides its fields).
 
     Args:
         output_file: where to write; default ``predictions.jsonl`` in the run's log folder. Under DDP each
@@ -37,22 +38,18 @@ class PredictionWriter(BasePredictionWriter):
         predictions: list[dict[str, torch.Tensor]],
         batch_indices: Any,
     ) -> None:
-        label_names = pl_module.hparams.label_names
-        rows = torch.cat([batch["rows"] for batch in predictions])
-        probabilities = torch.cat([batch["probabilities"] for batch in predictions])
-        order = rows.argsort()
+        records: Iterable[dict[str, Any]] = []
+        if predictions:
+            outputs = {key: torch.cat([batch[key] for batch in predictions]) for key in predictions[0]}
+            dataset = trainer.datamodule.datasets["predict"]
+            records = pl_module.task.prediction_records(outputs, pl_module.hparams.label_names, dataset)
         path = self._path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_suffix(path.suffix + ".partial")
+        count = 0
         with staging.open("w") as handle:
-            for index in order.tolist():
-                scores = probabilities[index].tolist()
-                best = max(range(len(scores)), key=scores.__getitem__)
-                record = {
-                    "row": int(rows[index]),
-                    "label": label_names[best],
-                    "probabilities": dict(zip(label_names, (round(s, 6) for s in scores), strict=True)),
-                }
+            for record in records:
                 handle.write(json.dumps(record) + "\n")
+                count += 1
         staging.replace(path)
-        rank_zero_info(f"Predictions for {len(order)} rows written to {path}")
+        rank_zero_info(f"Predictions for {count} rows written to {path}")

@@ -4,28 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import datasets
 import lightning as L
 import numpy as np
+import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
-from bertcls.data.encoding import (
-    EncodedSplit,
-    EncodingCache,
-    cache_key,
-    encode_frame,
-    quiet_datasets,
-    tokenizer_fingerprint,
-)
-from bertcls.data.labels import LabelVocabulary, label_strings
+from bertcls.data.encoding import EncodedSplit, EncodingCache, cache_key, quiet_datasets, tokenizer_fingerprint
+from bertcls.data.labels import LabelVocabulary
 from bertcls.data.sampler import LengthBucketBatchSampler
-from bertcls.data.sources import SplitSource, read_split, source_fingerprint
+from bertcls.data.sources import ROW_COLUMN, ReadOptions, SplitSource, read_source, select, source_fingerprint
 from bertcls.errors import DataError, InputError
 from bertcls.paths import resolve_location
+from bertcls.tasks import DataSpec, TaskName, get_task
+from bertcls.tasks.base import LongInputs
 
 SPLITS = ("train", "validation", "test", "predict")
 STAGE_SPLITS = {
@@ -37,19 +35,33 @@ STAGE_SPLITS = {
 
 
 class ClassificationDataModule(L.LightningDataModule):
-    """Text classification data from local files or a Hugging Face dataset.
+    """Classification data from local files or a Hugging Face dataset, for any task.
 
     Args:
-        train_file, validation_file, test_file, predict_file: CSV, TSV, JSONL or Parquet files (local
-            paths or ``pkg://package/path``). Without a validation file, a seeded
-            ``validation_fraction`` of the training file is held out.
+        task: ``single_label``, ``pair`` (two texts, one label), ``multi_label`` or ``token`` (NER); the
+            CLI copies a checkpoint's task here.
+        train_file, validation_file, test_file, predict_file: CSV, TSV, JSONL, Parquet or CoNLL files (local
+            paths or ``pkg://package/path``). Without a validation file, a seeded ``validation_fraction`` of
+            the training file's rows is held out.
         hub_dataset: a Hugging Face dataset name (or local dataset folder) used for the splits that
             have no file; ``hub_splits`` maps our split names to the dataset's.
-        text_column, label_column: column names in the data.
+        file_format: read every file as ``csv``, ``tsv``, ``jsonl``, ``parquet`` or ``conll`` whatever its
+            suffix (default: from the suffix; ``.txt`` is TSV, or CoNLL for the token task).
+        column_names: names for the columns of CSV/TSV files without a header row.
+        text_column, text_pair_column: the text (and the second text of a pair).
+        label_column: the label (single-label, pair) or labels (multi-label: a list, or a delimited string
+            split at ``label_delimiter``); ``label_columns``: multi-label as one 0/1 column per label.
+        labels_are_indices: label values are 0-based positions in the label names (GoEmotions' "2,27").
+        label_names_file: the label names, one per line (when not given by ``model.label_names``).
+        drop_labels: labelled rows whose label is one of these are dropped and counted (SNLI's "-").
+        tokens_column, tags_column: the token task's word and tag lists (CoNLL files provide both).
         where: keep only rows whose column equals a value (or one of a list), e.g. ``{source: imdb}``.
         tokenizer: tokenizer name or folder; the CLI links it to ``model.model_name``.
         label_names: fixed label order; by default the sorted labels of the training split.
-        max_length: longer texts are truncated (and counted).
+        max_length: longer inputs are truncated (and counted), or split into windows (token task).
+        label_all_subtokens: token task: every word piece carries its word's tag in the loss, not only the first.
+        long_inputs, window_stride: token task: ``split`` long sentences into windows sharing ``window_stride``
+            word pieces (every word is still predicted once), or ``truncate`` them.
         batch_size: examples per batch and process; ``eval_batch_size`` for evaluation (default 2x).
         pad_to_multiple_of: round padded lengths up to this multiple; default 8 on GPUs (tensor cores like
             it), none on CPUs (where every padded token is wasted work).
@@ -59,6 +71,7 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def __init__(
         self,
+        task: TaskName = "single_label",
         train_file: str | None = None,
         validation_file: str | None = None,
         test_file: str | None = None,
@@ -66,14 +79,27 @@ class ClassificationDataModule(L.LightningDataModule):
         hub_dataset: str | None = None,
         hub_config: str | None = None,
         hub_splits: dict[str, str] | None = None,
+        file_format: str | None = None,
+        column_names: list[str] | None = None,
         text_column: str = "text",
+        text_pair_column: str | None = None,
         label_column: str = "label",
+        label_columns: list[str] | None = None,
+        label_delimiter: str = ",",
+        labels_are_indices: bool = False,
+        label_names_file: str | None = None,
+        drop_labels: list[str] | None = None,
+        tokens_column: str = "tokens",
+        tags_column: str = "tags",
         where: dict[str, Any] | None = None,
         validation_fraction: float = 0.1,
         split_seed: int = 42,
         tokenizer: str = "bert-base-uncased",
         label_names: list[str] | None = None,
         max_length: int = 128,
+        label_all_subtokens: bool = False,
+        long_inputs: LongInputs = "split",
+        window_stride: int = 32,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         pad_to_multiple_of: int | None = None,
@@ -83,6 +109,7 @@ class ClassificationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.task = get_task(task)
         files = {"train": train_file, "validation": validation_file, "test": test_file, "predict": predict_file}
         hub_names = hub_splits or {"train": "train", "validation": "validation", "test": "test"}
         self.sources: dict[str, SplitSource] = {}
@@ -93,10 +120,31 @@ class ClassificationDataModule(L.LightningDataModule):
                 self.sources[split] = SplitSource(hub_dataset, hub_names[split], hub_config)
         if not 0 < validation_fraction < 1:
             raise ValueError(f"data.validation_fraction must be between 0 and 1, got {validation_fraction}")
+        self.spec = DataSpec(
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            label_column=label_column,
+            label_columns=tuple(label_columns) if label_columns else None,
+            label_delimiter=label_delimiter,
+            labels_are_indices=labels_are_indices,
+            drop_labels=tuple(drop_labels) if drop_labels is not None else DataSpec.drop_labels,
+            tokens_column=tokens_column,
+            tags_column=tags_column,
+            max_length=max_length,
+            label_all_subtokens=label_all_subtokens,
+            long_inputs=long_inputs,
+            window_stride=window_stride,
+        )
+        self.read_options = ReadOptions(
+            file_format, self.task.txt_format, tuple(column_names) if column_names else None
+        )
         self.cache = EncodingCache(cache_dir)
-        self.vocabulary: LabelVocabulary | None = LabelVocabulary.from_names(label_names) if label_names else None
+        names = label_names or (_read_label_names(label_names_file) if label_names_file else None)
+        if labels_are_indices and not names:
+            raise InputError("data.labels_are_indices needs the label names: set data.label_names_file.")
+        self.vocabulary: LabelVocabulary | None = LabelVocabulary.from_names(names) if names else None
+        self._vocabulary_given = self.vocabulary is not None
         self.datasets: dict[str, TokenizedDataset] = {}
-        self.label_counts: np.ndarray | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._fingerprints: dict[str, str] = {}
         self._tokenizer_fingerprint = ""
@@ -124,40 +172,43 @@ class ClassificationDataModule(L.LightningDataModule):
             raise RuntimeError("The label vocabulary is known only after prepare_data()/setup().")
         return list(self.vocabulary.names)
 
-    # --- encoding and caching ---------------------------------------------------------------
-    def _columns(self, split: str) -> list[str]:
-        columns = [self.hparams.text_column]
-        if split != "predict":
-            columns.append(self.hparams.label_column)
-        return columns
+    def label_statistics(self) -> tuple[np.ndarray, int]:
+        """Per-label counts in the training set and its number of labelled units (for balanced loss weights)."""
+        return self.task.label_counts(self.datasets["train"], len(self.label_names))
 
+    # --- encoding and caching ---------------------------------------------------------------
     def _split_key(self, split: str, vocabulary: LabelVocabulary | None) -> str:
         if split not in self._fingerprints:  # hashing a large file once per run is enough
             self._fingerprints[split] = source_fingerprint(self.sources[split])
         return cache_key(
             source=self._fingerprints[split],
-            columns=self._columns(split),
+            task=self.task.name,
+            labelled=split != "predict",
+            spec=self.spec,
+            read=self.read_options,
             where=self.hparams.where,
             tokenizer=self.tokenizer_fingerprint,
-            max_length=self.hparams.max_length,
             labels=list(vocabulary.names) if vocabulary else "from-this-split",
         )
 
     def _encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
         source = self.sources[split]
         where = source.describe()
-        frame = read_split(source, self._columns(split), self.hparams.where)
-        meta: dict[str, Any] = {}
-        label_ids = None
-        if split != "predict":
+        labelled = split != "predict"
+        frame = read_source(source, self.read_options)
+        columns = self.task.columns(self.spec, labelled, [str(column) for column in frame.columns])
+        frame = select(frame, source, columns, self.hparams.where)
+        notes: list[str] = []
+        if labelled:
+            frame, note = self.task.select_rows(frame, self.spec, where)
+            notes += [note] if note else []
             if vocabulary is None:
-                vocabulary = LabelVocabulary.from_labels(label_strings(frame, self.hparams.label_column, where))
-            label_ids = vocabulary.encode(frame, self.hparams.label_column, where)
+                vocabulary = LabelVocabulary.from_labels(pd.Series(self.task.label_values(frame, self.spec, where)))
+        encoded = self.task.encode(frame, self.tokenizer, self.spec, vocabulary if labelled else None, where)
+        meta = encoded.meta | {"notes": notes + encoded.meta.get("notes", [])}
+        if labelled:
             meta["label_names"] = list(vocabulary.names)
-        encoded = encode_frame(
-            frame, self.tokenizer, self.hparams.text_column, self.hparams.max_length, label_ids, where
-        )
-        return EncodedSplit(encoded.table, encoded.meta | meta)
+        return EncodedSplit(encoded.table, meta)
 
     def _load_or_encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
         key = self._split_key(split, vocabulary)
@@ -198,7 +249,7 @@ class ClassificationDataModule(L.LightningDataModule):
     def _encoded(self, split: str) -> EncodedSplit:
         if split == "predict":
             return self._load_or_encode(split, None)
-        if split == "train" and self.hparams.label_names is None:
+        if split == "train" and not self._vocabulary_given:
             return self._load_or_encode(split, None)  # the vocabulary comes from this split
         return self._load_or_encode(split, self._vocabulary())
 
@@ -213,30 +264,46 @@ class ClassificationDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         for split in self._splits_for(stage):
             encoded = self._encoded(split)
-            self._report_truncation(split, encoded)
+            self._report(split, encoded)
             if split == "train" and self._holds_out_validation:
                 self._hold_out_validation(encoded)
             else:
                 self.datasets[split] = TokenizedDataset(encoded)
-        if "train" in self.datasets:
-            self.label_counts = np.bincount(self.datasets["train"].labels, minlength=len(self._vocabulary()))
+        if any(split != "predict" for split in self._splits_for(stage)):
+            self._vocabulary()  # known from here on: the model builds its head from it
 
     def _hold_out_validation(self, full: EncodedSplit) -> None:
-        """Split the training file into train and validation with the seeded ``validation_fraction``."""
-        parts = full.table.train_test_split(test_size=self.hparams.validation_fraction, seed=self.hparams.split_seed)
-        for split, table in (("train", parts["train"]), ("validation", parts["test"])):
+        """Split the training file's rows into train and validation with the seeded ``validation_fraction``.
+
+        Whole source rows go to one side (a long sentence's windows stay together). With one example per
+        row this is exactly ``datasets.Dataset.train_test_split`` of the examples.
+        """
+        rows = np.asarray(full.table[ROW_COLUMN])
+        unique, first = np.unique(rows, return_index=True)
+        ordered = unique[np.argsort(first)]
+        parts = datasets.Dataset.from_dict({ROW_COLUMN: ordered}).train_test_split(
+            test_size=self.hparams.validation_fraction, seed=self.hparams.split_seed
+        )
+        examples_of: dict[int, list[int]] = {}
+        for index, row in enumerate(rows.tolist()):
+            examples_of.setdefault(row, []).append(index)
+        for split, part in (("train", parts["train"]), ("validation", parts["test"])):
+            indices = [index for row in part[ROW_COLUMN] for index in examples_of[row]]
             with quiet_datasets():
-                table = table.flatten_indices()
+                table = full.table.select(indices).flatten_indices()
             self.datasets[split] = TokenizedDataset(EncodedSplit(table, full.meta))
 
-    def _report_truncation(self, split: str, encoded: EncodedSplit) -> None:
+    def _report(self, split: str, encoded: EncodedSplit) -> None:
+        where = self.sources[split].describe()
         if encoded.num_truncated:
             total = encoded.meta["num_examples"]
             share = 100 * encoded.num_truncated / total
             rank_zero_info(
-                f"{self.sources[split].describe()}: {encoded.num_truncated} of {total} texts ({share:.1f}%) are "
-                f"longer than max_length={self.hparams.max_length} tokens and were truncated."
+                f"{where}: {encoded.num_truncated} of {total} inputs ({share:.1f}%) are longer than "
+                f"max_length={self.hparams.max_length} tokens and were truncated."
             )
+        for note in encoded.meta.get("notes", []):
+            rank_zero_info(note if note.startswith(where) else f"{where}: {note}")
 
     # --- loaders ----------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
@@ -270,7 +337,7 @@ class ClassificationDataModule(L.LightningDataModule):
         multiple = self.hparams.pad_to_multiple_of
         if multiple is None:
             multiple = 8 if self._on_gpu else None
-        return DynamicPaddingCollator(self.tokenizer.pad_token_id, multiple)
+        return DynamicPaddingCollator(self.tokenizer.pad_token_id, multiple, self.task.padded_columns)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -283,6 +350,13 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", shuffle=False)
+
+
+def _read_label_names(path: str) -> list[str]:
+    resolved = resolve_location(path)
+    if not Path(resolved).is_file():
+        raise InputError(f"data.label_names_file {path}: file not found.")
+    return [line.strip() for line in Path(resolved).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _global_seed(default: int) -> int:

@@ -25,12 +25,16 @@ ROW_COLUMN = "row"
 FILE_FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
-    ".txt": "tsv",
+    ".txt": "txt",  # TSV, or CoNLL for the token task (the task decides)
     ".jsonl": "jsonl",
     ".json": "jsonl",
     ".parquet": "parquet",
     ".pq": "parquet",
+    ".conll": "conll",
+    ".iob": "conll",
+    ".bio": "conll",
 }
+FORMATS = ("csv", "tsv", "jsonl", "parquet", "conll")
 
 
 @dataclass(frozen=True)
@@ -68,21 +72,41 @@ def existing_file(path: str) -> str:
     return resolved
 
 
-def read_file(path: str) -> pd.DataFrame:
-    """Read a CSV, TSV, JSON Lines or Parquet file into a DataFrame.
+@dataclass(frozen=True)
+class ReadOptions:
+    """How local files are read: ``file_format`` overrides the suffix; ``column_names`` names headerless columns."""
+
+    file_format: str | None = None
+    txt_format: str = "tsv"
+    column_names: tuple[str, ...] | None = None
+
+
+def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
+    """Read a CSV, TSV, JSON Lines, Parquet or CoNLL file into a DataFrame.
 
     CSV follows the usual quoting rules; TSV fields are taken literally (the GLUE convention: a quote
     character is text, not a delimiter). JSON values keep their JSON types (the string "01" stays a string).
+    CoNLL files give one row per sentence with ``tokens`` and ``tags`` lists.
     """
     resolved = existing_file(path)
-    fmt = file_format(resolved)
+    fmt = options.file_format or file_format(resolved)
+    if fmt == "txt":
+        fmt = options.txt_format
+    if fmt not in FORMATS:
+        raise DataError(f"{path}: unknown data.file_format '{fmt}'; use one of {', '.join(FORMATS)}.")
     try:
         if fmt in ("csv", "tsv"):
             separated = {"sep": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+            if options.column_names:  # a file without a header row
+                separated |= {"header": None, "names": list(options.column_names)}
             # utf-8-sig: a byte-order mark (spreadsheet exports) is dropped, not glued to the first column name.
             return pd.read_csv(resolved, encoding="utf-8-sig", keep_default_na=False, na_values=[""], **separated)
         if fmt == "jsonl":
             return read_json_lines(resolved, path)
+        if fmt == "conll":
+            from bertcls.data.conll import read_conll
+
+            return read_conll(resolved, path)
         return pd.read_parquet(resolved)
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not valid UTF-8 ({error}). Re-save the file as UTF-8.") from error
@@ -132,13 +156,32 @@ def source_fingerprint(source: SplitSource) -> str:
     return f"file:{digest.hexdigest()}"
 
 
-def read_split(source: SplitSource, columns: list[str], where: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Read ``source``, keep rows matching ``where`` (column -> value or list of values), select ``columns``.
-
-    The result carries a ``row`` column with each example's position in the source.
-    """
-    frame = load_hub_split(source).to_pandas() if source.is_hub else read_file(source.location)
+def read_source(source: SplitSource, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
+    """All of ``source`` as a DataFrame, with a ``row`` column holding each row's position in the source."""
+    frame = hub_frame(load_hub_split(source)) if source.is_hub else read_file(source.location, options)
     frame[ROW_COLUMN] = range(len(frame))
+    return frame
+
+
+def hub_frame(dataset: datasets.Dataset) -> pd.DataFrame:
+    """The dataset as a DataFrame, with class-label ids (and lists of them, e.g. NER tags) turned into names.
+
+    Negative ids (-1 marks unlabelled rows, e.g. GLUE test splits) become missing values.
+    """
+    frame = dataset.to_pandas()
+    for name, feature in dataset.features.items():
+        if isinstance(feature, datasets.ClassLabel):
+            frame[name] = [feature.int2str(int(value)) if value >= 0 else None for value in frame[name]]
+        elif isinstance(getattr(feature, "feature", None), datasets.ClassLabel):
+            names = feature.feature.names
+            frame[name] = [[names[int(value)] for value in values] for values in frame[name]]
+    return frame
+
+
+def select(
+    frame: pd.DataFrame, source: SplitSource, columns: list[str], where: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """Keep the rows of ``frame`` matching ``where`` (column -> value or list of values) and ``columns``."""
     wanted = list(dict.fromkeys([*columns, *(where or {})]))
     missing = [column for column in wanted if column not in frame.columns]
     if missing:

@@ -1,37 +1,39 @@
-"""The ``LightningModule``: a BERT-family encoder with a classification head."""
+"""The ``LightningModule``: a BERT-family encoder with the head of a task (see ``bertcls.tasks``)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics.classification import MulticlassConfusionMatrix
 from transformers import get_linear_schedule_with_warmup
 
+from bertcls.errors import InputError
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY, tokenizer_files
 from bertcls.model.encoder import load_encoder, serializable_config
-from bertcls.model.heads import Pooling, SingleLabelHead, balanced_class_weights
-from bertcls.model.metrics import single_label_metrics
 from bertcls.model.optimization import parameter_groups
-from bertcls.reporting import classification_report, save_confusion_matrix
-
-log = logging.getLogger(__name__)
+from bertcls.model.pooling import Pooling
+from bertcls.tasks import HeadOptions, Task, TaskHead, TaskName, get_task
 
 
 class BertClassifier(L.LightningModule):
-    """Fine-tune a BERT-family encoder for single-label text classification.
+    """Fine-tune a BERT-family encoder with a task head: single-label, pair, multi-label or token (NER).
 
     Args:
         model_name: hub name (``bert-base-uncased``), local folder, or ``pkg://package/folder``.
+        task: taken from the data module at ``fit`` (``data.task``) and saved in checkpoints.
         label_names: label order; filled in from the data module at ``fit`` and saved in checkpoints.
-        pooling: ``cls`` ([CLS] state), ``pooler`` (BERT's tanh pooler) or ``mean`` (mean of real tokens).
+        pooling: ``cls`` ([CLS] state), ``pooler`` (BERT's tanh pooler) or ``mean`` (mean of real tokens);
+            not used by the token task.
         dropout: dropout before the classifier; defaults to the encoder's hidden dropout.
-        class_weights: per-class loss weights in label order, or ``balanced`` (inverse frequency).
-        label_smoothing: cross-entropy label smoothing.
+        class_weights: per-label loss weights in label order, or ``balanced`` (from the training labels); for
+            multi-label these are the positive-class weights of the binary losses.
+        label_smoothing: cross-entropy label smoothing (single-label, pair).
+        threshold: multi-label decision threshold, for every label until tuning replaces it.
+        tune_thresholds: multi-label: after each validation epoch, set each label's threshold to the one
+            that maximises its F1 on the validation split (saved in the checkpoint, used by test and predict).
         learning_rate, weight_decay, adam_epsilon: AdamW settings (no decay on biases and LayerNorm).
         warmup_ratio: share of all optimizer steps spent warming up linearly, before linear decay to 0.
         layerwise_lr_decay: layer i of L trains at ``lr * decay ** (L + 1 - i)`` (1.0 turns it off).
@@ -41,11 +43,14 @@ class BertClassifier(L.LightningModule):
     def __init__(
         self,
         model_name: str = "bert-base-uncased",
+        task: TaskName | None = None,
         label_names: list[str] | None = None,
         pooling: Pooling = "cls",
         dropout: float | None = None,
         class_weights: list[float] | Literal["balanced"] | None = None,
         label_smoothing: float = 0.0,
+        threshold: float = 0.5,
+        tune_thresholds: bool = True,
         learning_rate: float = 2e-5,
         weight_decay: float = 0.01,
         adam_epsilon: float = 1e-8,
@@ -57,8 +62,9 @@ class BertClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.encoder = load_encoder(model_name, encoder_config, keep_pooler=pooling == "pooler")
         self.hparams.encoder_config = serializable_config(self.encoder)
-        self.head: SingleLabelHead | None = None
-        if label_names:
+        self.task: Task | None = get_task(task) if task else None
+        self.head: TaskHead | None = None
+        if self.task is not None and label_names:
             self._build_head(label_names)
 
     # --- construction -----------------------------------------------------------------------
@@ -68,19 +74,19 @@ class BertClassifier(L.LightningModule):
         dropout = self.hparams.dropout
         if dropout is None:
             dropout = getattr(self.encoder.config, "hidden_dropout_prob", 0.1)
-        self.head = SingleLabelHead(
-            hidden_size=self.encoder.config.hidden_size,
-            num_labels=num_labels,
+        options = HeadOptions(
             dropout=dropout,
             pooling=self.hparams.pooling,
-            class_weights=self._initial_class_weights(num_labels),
+            loss_weights=self._initial_loss_weights(num_labels),
             label_smoothing=self.hparams.label_smoothing,
+            threshold=self.hparams.threshold,
+            tune_thresholds=self.hparams.tune_thresholds,
         )
-        self.val_metrics = single_label_metrics(num_labels, prefix="val/")
-        self.test_metrics = single_label_metrics(num_labels, prefix="test/", label_names=label_names)
-        self.test_confusion = MulticlassConfusionMatrix(num_classes=num_labels)
+        self.head = self.task.build_head(self.encoder.config.hidden_size, num_labels, options)
+        self.val_evaluator = self.task.evaluator(list(label_names), prefix="val/", detailed=False)
+        self.test_evaluator = self.task.evaluator(list(label_names), prefix="test/", detailed=True)
 
-    def _initial_class_weights(self, num_labels: int) -> torch.Tensor | None:
+    def _initial_loss_weights(self, num_labels: int) -> torch.Tensor | None:
         """Loss weights in label order; ``balanced`` ones are filled in by ``setup("fit")`` or a checkpoint."""
         weights = self.hparams.class_weights
         if weights is None:
@@ -88,38 +94,50 @@ class BertClassifier(L.LightningModule):
         if weights == "balanced":
             return torch.ones(num_labels)
         if len(weights) != num_labels:
-            raise ValueError(
+            raise InputError(
                 f"model.class_weights has {len(weights)} values but there are {num_labels} labels "
                 f"{self.hparams.label_names}; give one weight per label, in that order."
             )
         return torch.tensor(weights, dtype=torch.float)
 
     def setup(self, stage: str) -> None:
-        """Build the head from the data module's labels (fit), or check they match the checkpoint's."""
+        """Build the head from the data module's task and labels (fit), or check they match the checkpoint's."""
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             if self.head is None:
-                raise ValueError("The model has no labels: give model.label_names or a data module.")
+                raise InputError("The model has no task or labels: give model.task, model.label_names and data.")
             return
+        if self.task is None:
+            self.task = datamodule.task
+            self.hparams.task = datamodule.task.name
+        elif self.task.name != datamodule.task.name:
+            raise InputError(
+                f"The data is for task '{datamodule.task.name}' but the model was trained for '{self.task.name}'. "
+                "Set data.task to the model's task (the CLI does this from a checkpoint)."
+            )
         data_labels = datamodule.label_names
         if self.head is None:
             self._build_head(data_labels)
         elif list(data_labels) != list(self.hparams.label_names):
-            raise ValueError(
+            raise InputError(
                 f"The data's labels {data_labels} differ from the model's {self.hparams.label_names}. "
                 "Set model.label_names to the model's labels (the CLI does this from a checkpoint)."
             )
         if stage == "fit" and self.hparams.class_weights == "balanced":
-            self.head.class_weights.copy_(balanced_class_weights(torch.as_tensor(datamodule.label_counts)))
+            self.head.loss_weights.copy_(self.task.balanced_weights(*datamodule.label_statistics()))
 
     # --- forward and steps ------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
-        return self.head(outputs.last_hidden_state, attention_mask, getattr(outputs, "pooler_output", None))
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits for a collated batch (``input_ids``, ``attention_mask``, and ``token_type_ids`` for pairs)."""
+        outputs = self.encoder(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            token_type_ids=batch.get("token_type_ids"),
+        )
+        return self.head(outputs.last_hidden_state, batch["attention_mask"], getattr(outputs, "pooler_output", None))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["input_ids"], batch["attention_mask"])
-        loss = self.head.loss(logits, batch["labels"])
+        loss = self.head.loss(self(batch), batch["labels"])
         mask = batch["attention_mask"]
         self.log("train/loss", loss, prog_bar=True, batch_size=len(mask))
         # Real / padded tokens over the epoch: the mean of per-batch ratios weighted by each batch's padded size.
@@ -134,33 +152,34 @@ class BertClassifier(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self(batch["input_ids"], batch["attention_mask"])
+        logits = self(batch)
         self.log("val/loss", self.head.loss(logits, batch["labels"]), batch_size=len(logits), sync_dist=True)
-        self.val_metrics.update(logits, batch["labels"])
-        self.log_dict(self.val_metrics, batch_size=len(logits), prog_bar=True)
+        self.val_evaluator.update(logits, batch, self.head)
+
+    def on_validation_epoch_end(self) -> None:
+        # compute() gathers the states of every rank; each example was seen exactly once (see the sampler).
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.val_evaluator.adapt_head(self.head)
+        values = self.val_evaluator.compute(self.head)
+        self.val_evaluator.reset()
+        for name, value in values.items():  # the progress bar shows the checkpoint's metric only
+            self.log(name, value, prog_bar=name == self.task.monitor, sync_dist=True)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        logits = self(batch["input_ids"], batch["attention_mask"])
-        self.test_metrics.update(logits, batch["labels"])
-        self.test_confusion.update(logits, batch["labels"])
+        self.test_evaluator.update(self(batch), batch, self.head)
 
     def on_test_epoch_end(self) -> None:
-        # compute() gathers the states of every rank; each example was seen exactly once (see the sampler).
-        self.log_dict(self.test_metrics.compute())
-        self.test_metrics.reset()
-        confusion = self.test_confusion.compute().cpu().numpy()
-        self.test_confusion.reset()
-        if not self.trainer.is_global_zero:
-            return
-        label_names = self.hparams.label_names
-        rank_zero_info("\nTest classification report\n" + classification_report(confusion, label_names))
-        output_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        image = save_confusion_matrix(confusion, label_names, output_dir / "confusion_matrix_test.png")
-        rank_zero_info(f"Confusion matrix saved to {image}")
+        values = self.test_evaluator.compute(self.head)
+        self.log_dict(values, sync_dist=True)
+        if self.trainer.is_global_zero:
+            output_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+            report = self.test_evaluator.report(output_dir)
+            if report:
+                rank_zero_info("\n" + report)
+        self.test_evaluator.reset()
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        probabilities = self(batch["input_ids"], batch["attention_mask"]).float().softmax(dim=-1)
-        return {"rows": batch["rows"], "probabilities": probabilities}
+        return self.head.predict(self(batch), batch)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

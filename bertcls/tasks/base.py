@@ -60,7 +60,11 @@ class HeadOptions:
 
 
 class TaskHead(nn.Module, ABC):
-    """Maps the encoder's token states to logits, and logits to a loss and to predictions."""
+    """Maps the encoder's token states to logits, and logits to a loss and to predictions.
+
+    A head keeps ``HeadOptions.loss_weights`` as a persistent buffer named ``loss_weights`` (None when not
+    weighted), so that weights computed from the training data travel with the checkpoint.
+    """
 
     @abstractmethod
     def forward(

@@ -40,7 +40,7 @@ class SingleLabelHead(TaskHead):
         self.dropout = nn.Dropout(options.dropout)
         self.classifier = nn.Linear(hidden_size, num_labels)
         # Persistent: weights computed from the training data ("balanced") travel with the checkpoint.
-        self.register_buffer("class_weights", options.loss_weights)
+        self.register_buffer("loss_weights", options.loss_weights)
         self.label_smoothing = options.label_smoothing
 
     def forward(
@@ -51,7 +51,7 @@ class SingleLabelHead(TaskHead):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(
-            logits.float(), labels, weight=self.class_weights, label_smoothing=self.label_smoothing
+            logits.float(), labels, weight=self.loss_weights, label_smoothing=self.label_smoothing
         )
 
     def predict(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,25 @@
+"""Keep the best checkpoint by the task's own validation metric."""
+
+from __future__ import annotations
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """A ``ModelCheckpoint`` whose ``monitor: task`` (the default) means the task's main validation metric.
+
+    That is ``val/accuracy`` for single-label and pair tasks, ``val/macro_f1`` for multi-label and
+    ``val/entity_f1`` for the token task, so one callback config serves every task. Any other ``monitor``
+    is used as given.
+    """
+
+    def __init__(self, monitor: str | None = "task", mode: str = "max", **kwargs) -> None:
+        super().__init__(monitor=monitor, mode=mode, **kwargs)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.monitor == "task":
+            # The model takes its task from the data module in its own setup, which runs after this one.
+            task = getattr(pl_module, "task", None) or trainer.datamodule.task
+            self.monitor = task.monitor
+        super().setup(trainer, pl_module, stage)
