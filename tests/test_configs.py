@@ -1,8 +1,9 @@
 """Every YAML file under configs/ parses with the real CLI (``--print_config``; nothing is instantiated).
 
-Full configs (configs/*.yaml) go through ``--config``; part files (configs/<group>/*.yaml) through their
-group's flag (``GROUP_FLAGS``). Parts may name other parts by relative path (a trainer file names its
-logger and callbacks files); the check follows those references. New files are picked up by the glob.
+Full configs (configs/*.yaml and configs/benchmarks/*.yaml) go through ``--config``; part files
+(configs/<group>/*.yaml) through their group's flag (``GROUP_FLAGS``). Parts may name other parts by
+relative path (a trainer file names its logger and callbacks files); the check follows those references.
+New files are picked up by the glob.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import yaml
 from helpers import CONFIGS
 
 CONFIG_FILES = sorted(CONFIGS.rglob("*.yaml"))
+FULL_CONFIG_FOLDERS = {CONFIGS, CONFIGS / "benchmarks"}
 GROUP_FLAGS = {
     "model": "--model",
     "data": "--data",
@@ -66,9 +68,9 @@ def print_config(cli, capsys: pytest.CaptureFixture[str], *args: str) -> dict[st
 
 
 def test_configs_are_found() -> None:
-    groups = {path.parent.name for path in CONFIG_FILES if path.parent != CONFIGS}
+    groups = {path.parent.name for path in CONFIG_FILES if path.parent not in FULL_CONFIG_FOLDERS}
     assert groups == set(GROUP_FLAGS)
-    assert any(path.parent == CONFIGS for path in CONFIG_FILES)
+    assert {path.parent for path in CONFIG_FILES} >= FULL_CONFIG_FOLDERS
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=config_id)
@@ -76,7 +78,7 @@ def test_config_file_parses(path: Path, cli, capsys: pytest.CaptureFixture[str],
     content = yaml.safe_load(path.read_text())
     assert isinstance(content, dict | list) and content, f"{path} is empty"
     expected = expand_references(content, path.parent)
-    if path.parent == CONFIGS:  # a full config composing part files
+    if path.parent in FULL_CONFIG_FOLDERS:  # a full config composing part files
         resolved = print_config(cli, capsys, "--config", str(path))
         assert_subset(expected, resolved, path.name)
     else:

@@ -323,3 +323,58 @@ def test_missing_file_is_reported_before_any_tokenizing(tmp_path: Path, tiny_mod
     module = datamodule(tiny_model_dir, train_file=tmp_path / "typo.csv")
     with pytest.raises(DataError, match=r"typo\.csv: file not found"):
         module.prepare_data()
+
+
+def test_hub_class_label_ids_become_their_names() -> None:
+    """Hub datasets store labels as ids with names in the features (imdb, conll2003's ner_tags, GLUE's -1)."""
+    import datasets
+
+    from bertcls.data.sources import hub_frame
+
+    tags = datasets.ClassLabel(names=["O", "B-PER", "I-PER"])
+    features = datasets.Features({"label": datasets.ClassLabel(names=["neg", "pos"]), "ner_tags": datasets.List(tags)})
+    table = datasets.Dataset.from_dict({"label": [1, 0, -1], "ner_tags": [[1, 2, 0], [0], []]}, features=features)
+    frame = hub_frame(table)
+    assert frame["label"].tolist()[:2] == ["pos", "neg"] and pd.isna(frame["label"][2])
+    assert frame["ner_tags"].tolist() == [["B-PER", "I-PER", "O"], ["O"], []]
+
+
+def test_headerless_file_with_label_indices_and_a_names_file(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """GoEmotions-style: no header row, labels are positions in a names file (here single-label)."""
+    lines = [f"text {index} about things\t{index % 3}\tid{index}" for index in range(30)]
+    train = tmp_path / "train.tsv"
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    names = tmp_path / "names.txt"
+    names.write_text("anger\njoy\nsurprise", encoding="utf-8")
+    module = fit_data(
+        tiny_model_dir,
+        train_file=train,
+        column_names=["text", "label", "id"],
+        labels_are_indices=True,
+        label_names_file=str(names),
+    )
+    assert module.label_names == ["anger", "joy", "surprise"]
+    dataset = module.datasets["train"]
+    for index in range(len(dataset)):
+        example = dataset[index]
+        assert example["labels"] == example["rows"] % 3
+    lines[7] = "text 7\t3\tid7"  # no fourth name
+    train.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    message = data_error_of(
+        datamodule(
+            tiny_model_dir,
+            train_file=train,
+            column_names=["text", "label", "id"],
+            labels_are_indices=True,
+            label_names_file=str(names),
+        )
+    )
+    assert "row 8" in message and "['3']" in message and "0 to 2" in message
+
+
+def test_file_format_overrides_the_suffix(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = write_frame(SAMPLE, tmp_path / "train.tsv").rename(tmp_path / "train.data")
+    module = fit_data(tiny_model_dir, train_file=path, file_format="tsv")
+    assert sorted(module.label_names) == sorted(SAMPLE["label"].unique())
+    unknown = datamodule(tiny_model_dir, train_file=path)
+    assert "cannot tell the file format" in data_error_of(unknown)

@@ -48,7 +48,8 @@ class ClassificationDataModule(L.LightningDataModule):
         file_format: read every file as ``csv``, ``tsv``, ``jsonl``, ``parquet`` or ``conll`` whatever its
             suffix (default: from the suffix; ``.txt`` is TSV, or CoNLL for the token task).
         column_names: names for the columns of CSV/TSV files without a header row.
-        text_column, text_pair_column: the text (and the second text of a pair).
+        text_column, text_pair_column: the text (and the second text of a pair; empty for none). Both are
+            plain strings, so a name like ``#1 String`` (MRPC) needs only YAML quotes.
         label_column: the label (single-label, pair) or labels (multi-label: a list, or a delimited string
             split at ``label_delimiter``); ``label_columns``: multi-label as one 0/1 column per label.
         labels_are_indices: label values are 0-based positions in the label names (GoEmotions' "2,27").
@@ -82,7 +83,7 @@ class ClassificationDataModule(L.LightningDataModule):
         file_format: str | None = None,
         column_names: list[str] | None = None,
         text_column: str = "text",
-        text_pair_column: str | None = None,
+        text_pair_column: str = "",
         label_column: str = "label",
         label_columns: list[str] | None = None,
         label_delimiter: str = ",",
@@ -122,7 +123,7 @@ class ClassificationDataModule(L.LightningDataModule):
             raise ValueError(f"data.validation_fraction must be between 0 and 1, got {validation_fraction}")
         self.spec = DataSpec(
             text_column=text_column,
-            text_pair_column=text_pair_column,
+            text_pair_column=text_pair_column or None,
             label_column=label_column,
             label_columns=tuple(label_columns) if label_columns else None,
             label_delimiter=label_delimiter,

@@ -1,0 +1,82 @@
+"""Read CoNLL-style token files (CoNLL-2003 and the like) into one row per sentence.
+
+The format: one ``token ... tag`` line per word, columns separated by spaces or tabs, the token in the
+first column and the tag in the last; a blank line ends a sentence; ``-DOCSTART-`` lines (document
+boundaries) are skipped. Every token line of a file has the same number of columns.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from bertcls.errors import DataError
+
+LINE_COLUMN = "line"  # 1-based line number of a sentence's first token
+DOCUMENT_START = "-DOCSTART-"
+FORMAT_HINT = (
+    "CoNLL files have one 'token ... tag' line per word (columns separated by spaces or tabs, the token first "
+    "and the tag last) and a blank line between sentences."
+)
+_SEPARATOR = re.compile(r"[ \t]+")
+
+
+def read_conll(resolved: str, path: str) -> pd.DataFrame:
+    """One row per sentence of the CoNLL file at ``resolved``: ``tokens``, ``tags`` and ``line``.
+
+    ``path`` is the name given by the user, used in error messages.
+    """
+    sentences: list[tuple[list[str], list[str], int]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    first_line = 0
+    width = 0  # the column count of the file's first token line
+    width_line = 0
+    for number, line in enumerate(_lines(resolved, path), start=1):
+        columns = _SEPARATOR.split(line.strip(" \t\r\n"))
+        if columns[0] in ("", DOCUMENT_START):  # a blank line or a document boundary ends the sentence
+            if tokens:
+                sentences.append((tokens, tags, first_line))
+                tokens, tags = [], []
+            continue
+        if len(columns) != width:
+            if width == 0:
+                width, width_line = len(columns), number
+            _check_width(columns, width, width_line, number, path)
+        if not tokens:
+            first_line = number
+        tokens.append(columns[0])
+        tags.append(columns[-1])
+    if tokens:
+        sentences.append((tokens, tags, first_line))
+    if not sentences:
+        raise DataError(f"{path}: no sentences found. {FORMAT_HINT}")
+    return pd.DataFrame(sentences, columns=["tokens", "tags", LINE_COLUMN])
+
+
+def _lines(resolved: str, path: str) -> list[str]:
+    """The file's lines, decoded as UTF-8 (a byte-order mark is dropped)."""
+    with open(resolved, "rb") as handle:
+        content = handle.read()
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = content.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte {content[error.start]:#04x}). Re-save the file as UTF-8."
+        ) from error
+    return text.split("\n")
+
+
+def _check_width(columns: list[str], width: int, width_line: int, number: int, path: str) -> None:
+    if len(columns) == 1:
+        raise DataError(
+            f"{path}: line {number} has a single column ('{columns[0]}'): the token or its tag is missing. "
+            f"{FORMAT_HINT}"
+        )
+    if len(columns) != width:
+        raise DataError(
+            f"{path}: line {number} has {len(columns)} columns but line {width_line} has {width}. Every token line "
+            "needs the same columns: fix that line (a token or tag containing a space, or a missing column)."
+        )
