@@ -10,7 +10,6 @@ from typing import Any
 import datasets
 import lightning as L
 import numpy as np
-import pandas as pd
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -204,7 +203,7 @@ class ClassificationDataModule(L.LightningDataModule):
             frame, note = self.task.select_rows(frame, self.spec, where)
             notes += [note] if note else []
             if vocabulary is None:
-                vocabulary = LabelVocabulary.from_labels(pd.Series(self.task.label_values(frame, self.spec, where)))
+                vocabulary = self.task.vocabulary(frame, self.spec, where)
         encoded = self.task.encode(frame, self.tokenizer, self.spec, vocabulary if labelled else None, where)
         meta = encoded.meta | {"notes": notes + encoded.meta.get("notes", [])}
         if labelled:
@@ -295,14 +294,8 @@ class ClassificationDataModule(L.LightningDataModule):
             self.datasets[split] = TokenizedDataset(EncodedSplit(table, full.meta))
 
     def _report(self, split: str, encoded: EncodedSplit) -> None:
+        """Log what encoding noticed: truncated inputs, dropped rows, split sentences."""
         where = self.sources[split].describe()
-        if encoded.num_truncated:
-            total = encoded.meta["num_examples"]
-            share = 100 * encoded.num_truncated / total
-            rank_zero_info(
-                f"{where}: {encoded.num_truncated} of {total} inputs ({share:.1f}%) are longer than "
-                f"max_length={self.hparams.max_length} tokens and were truncated."
-            )
         for note in encoded.meta.get("notes", []):
             rank_zero_info(note if note.startswith(where) else f"{where}: {note}")
 

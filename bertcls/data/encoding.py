@@ -64,8 +64,8 @@ def cache_key(**parts: Any) -> str:
 class EncodedSplit:
     """A tokenized split: ``input_ids``, ``labels`` (when labelled), ``row`` and task columns, plus statistics.
 
-    ``meta`` holds ``num_examples``, ``num_truncated`` (inputs cut at ``max_length``), ``label_names`` and
-    any task-specific counts.
+    ``meta`` holds ``num_examples``, ``num_truncated`` (inputs cut at ``max_length``), ``label_names``,
+    ``notes`` (lines for the log: truncation, dropped rows) and any task-specific counts.
     """
 
     table: datasets.Dataset
@@ -132,7 +132,13 @@ def encode_texts(
         table = raw.map(tokenize, batched=True, batch_size=ENCODE_BATCH_SIZE, remove_columns=text_keys)
     num_truncated = int(sum(table["truncated"]))
     table = table.remove_columns("truncated")
-    meta = {"num_examples": len(table), "num_truncated": num_truncated, "max_length": max_length}
+    meta = {"num_examples": len(table), "num_truncated": num_truncated, "max_length": max_length, "notes": []}
+    if num_truncated:
+        share = 100 * num_truncated / len(table)
+        meta["notes"].append(
+            f"{where}: {num_truncated} of {len(table)} inputs ({share:.1f}%) are longer than max_length={max_length} "
+            "tokens and were truncated."
+        )
     return EncodedSplit(table=table, meta=meta)
 
 

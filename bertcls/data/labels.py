@@ -16,10 +16,10 @@ MAX_ROWS_SHOWN = 5
 
 def _rows(frame: pd.DataFrame, mask: pd.Series) -> str:
     """Format the 1-based data-row numbers (header excluded) of the masked rows."""
-    return _row_list(frame.loc[mask, ROW_COLUMN])
+    return row_list(frame.loc[mask, ROW_COLUMN])
 
 
-def _row_list(rows: pd.Series) -> str:
+def row_list(rows: pd.Series) -> str:
     """Format 0-based source rows as "row 3, 8 and 2 more" (1-based)."""
     rows = sorted(set((rows + 1).tolist()))
     shown = ", ".join(str(row) for row in rows[:MAX_ROWS_SHOWN])
@@ -86,7 +86,7 @@ class LabelVocabulary:
         unknown = ids.isna()
         if unknown.any():
             values = sorted(labels[unknown].unique().tolist())[:MAX_ROWS_SHOWN]
-            shown = _row_list(rows[unknown])
+            shown = row_list(rows[unknown])
             raise DataError(
                 f"{where}: label(s) {values} at {shown} (rows counted from 1, header excluded) are not {expected}. "
                 "Fix those rows, or give the complete label set with model.label_names."

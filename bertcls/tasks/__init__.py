@@ -6,11 +6,15 @@ from typing import Literal
 
 from bertcls.errors import InputError
 from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, Task, TaskHead
+from bertcls.tasks.multi_label import MultiLabelTask
 from bertcls.tasks.single_label import SentencePairTask, SingleLabelTask
+from bertcls.tasks.token import TokenTask
 
 TaskName = Literal["single_label", "pair", "multi_label", "token"]
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (SingleLabelTask, SentencePairTask)}
+TASKS: dict[str, type[Task]] = {
+    task.name: task for task in (SingleLabelTask, SentencePairTask, MultiLabelTask, TokenTask)
+}
 
 
 def get_task(name: str) -> Task:

@@ -140,6 +140,10 @@ class Task(ABC):
     def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
         """Every distinct label in ``frame`` (the vocabulary of a training split)."""
 
+    def vocabulary(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> LabelVocabulary:
+        """The label vocabulary of a training split: its labels, numbers sorted numerically, text alphabetically."""
+        return LabelVocabulary.from_labels(pd.Series(self.label_values(frame, spec, where)))
+
     @abstractmethod
     def encode(
         self,

@@ -1,0 +1,399 @@
+"""Multi-label classification (``multi_label``): any number of labels per text, e.g. GoEmotions' emotions.
+
+Labels come as a list per row (JSON Lines or Parquet lists, a hub ``Sequence``), as one delimited string
+("2,17,25"), or as one 0/1 column per label (``label_columns``). An empty or missing label cell is a valid
+example with no labels. Each label is decided on its own: sigmoid probability >= the label's threshold.
+The thresholds live in the head (saved in checkpoints); with ``tune_thresholds`` they are set after each
+validation epoch of ``fit`` to the values that maximise each label's F1 on the validation split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torchmetrics import Metric
+from torchmetrics.functional.classification import multilabel_average_precision
+from torchmetrics.utilities import dim_zero_cat
+from transformers import PreTrainedTokenizerBase
+
+from bertcls.data.collate import TokenizedDataset
+from bertcls.data.encoding import EncodedSplit, encode_texts
+from bertcls.data.labels import LabelVocabulary, row_list
+from bertcls.data.sources import ROW_COLUMN
+from bertcls.errors import DataError, InputError
+from bertcls.model.pooling import pool
+from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, Task, TaskHead
+
+# ``balanced`` positive-class weights (negatives / positives per label) are clamped to this range: rare labels
+# get at most 100x the weight of their negatives, and frequent labels (more positives than negatives) are never
+# down-weighted below 1.
+POS_WEIGHT_RANGE = (1.0, 100.0)
+BINARY_VALUES = {"0": 0, "1": 1, "false": 0, "true": 1}
+
+
+# --- labels ------------------------------------------------------------------------------------------
+def label_string(value: Any) -> str:
+    """A label value as text: strings stripped, integral floats (3.0, from a column with gaps) as integers."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def row_labels(cell: Any, delimiter: str) -> list[str]:
+    """The labels of one cell: a list/array of labels, a delimited string, a single value, or none (empty/missing)."""
+    if isinstance(cell, str):
+        return [piece.strip() for piece in cell.split(delimiter) if piece.strip()]
+    if isinstance(cell, list | tuple | np.ndarray):
+        return [label_string(value) for value in cell]
+    if pd.isna(cell):
+        return []
+    return [label_string(cell)]
+
+
+def labels_from_lists(frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary, where: str) -> np.ndarray:
+    """Multi-hot rows from ``spec.label_column`` (lists or delimited strings); unknown labels raise a ``DataError``."""
+    per_row = [row_labels(cell, spec.label_delimiter) for cell in frame[spec.label_column]]
+    positions = np.repeat(np.arange(len(frame)), [len(labels) for labels in per_row])
+    labels = pd.Series([label for labels in per_row for label in labels], dtype=object)
+    rows = pd.Series(frame[ROW_COLUMN].to_numpy()[positions])
+    ids = vocabulary.lookup(labels, rows, f"{where}: column '{spec.label_column}'", spec.labels_are_indices)
+    multi_hot = np.zeros((len(frame), len(vocabulary)), dtype=np.uint8)
+    multi_hot[positions, ids] = 1
+    return multi_hot
+
+
+def binary_column(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
+    """One label's 0/1 column as uint8; anything but 0/1 or true/false (missing values too) raises a ``DataError``."""
+    values = frame[column]
+    if pd.api.types.is_numeric_dtype(values):  # integers, floats and booleans
+        numbers = values.astype(float)
+        invalid = ~numbers.isin([0.0, 1.0])
+    else:
+        numbers = values.map(label_string).str.lower().map(BINARY_VALUES)
+        invalid = numbers.isna()
+    if invalid.any():
+        found = sorted({"(empty)" if pd.isna(value) else label_string(value) for value in values[invalid]})[:5]
+        raise DataError(
+            f"{where}: column '{column}' (one of data.label_columns) must hold 0/1 or true/false, but has {found} "
+            f"at {row_list(frame.loc[invalid, ROW_COLUMN])} (rows counted from 1, header excluded). Fix those rows."
+        )
+    return numbers.to_numpy(dtype=np.uint8)
+
+
+def labels_from_columns(
+    frame: pd.DataFrame, columns: Sequence[str], vocabulary: LabelVocabulary, where: str
+) -> np.ndarray:
+    """Multi-hot rows from one 0/1 column per label, placed at each column's position in the vocabulary."""
+    if sorted(columns) != sorted(vocabulary.names):
+        raise DataError(
+            f"{where}: data.label_columns {list(columns)} are not the model's labels {list(vocabulary.names)}. "
+            "Give one column per label, named like the labels."
+        )
+    multi_hot = np.zeros((len(frame), len(vocabulary)), dtype=np.uint8)
+    for column in columns:
+        multi_hot[:, vocabulary.names.index(column)] = binary_column(frame, column, where)
+    return multi_hot
+
+
+# --- head --------------------------------------------------------------------------------------------
+class MultiLabelHead(TaskHead):
+    """Pooling, dropout, linear; binary cross-entropy per label, with optional positive-class weights (``pos_weight``).
+
+    Two persistent buffers travel with the checkpoint: ``loss_weights`` (when given) and ``thresholds``, one
+    decision threshold per label, initialised to the global ``threshold`` and tuned on validation data.
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int, options: HeadOptions) -> None:
+        super().__init__()
+        if not 0 < options.threshold < 1:
+            raise InputError(f"The multi-label threshold must be between 0 and 1, got {options.threshold}.")
+        if options.label_smoothing:
+            raise InputError("label_smoothing applies to single-label tasks; set it to 0 for task multi_label.")
+        self.pooling = options.pooling
+        self.dropout = nn.Dropout(options.dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+        self.register_buffer("loss_weights", options.loss_weights)
+        self.register_buffer("thresholds", torch.full((num_labels,), float(options.threshold)))
+        self.threshold = float(options.threshold)
+        self.tune_thresholds = options.tune_thresholds
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler_output: torch.Tensor | None
+    ) -> torch.Tensor:
+        pooled = pool(self.pooling, hidden_states, attention_mask, pooler_output)
+        return self.classifier(self.dropout(pooled))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), labels.float(), pos_weight=self.loss_weights
+        )
+
+    def predict(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        probabilities = logits.float().sigmoid()
+        return {"rows": batch["rows"], "probabilities": probabilities, "predicted": probabilities >= self.thresholds}
+
+
+# --- evaluation --------------------------------------------------------------------------------------
+class ScoresAndTargets(Metric):
+    """Every example's label probabilities and gold labels; ``compute`` concatenates them over batches and ranks."""
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("targets", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        self.scores.append(scores)
+        self.targets.append(targets.to(torch.uint8))
+
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return dim_zero_cat(self.scores), dim_zero_cat(self.targets).bool()
+
+
+def best_thresholds(scores: torch.Tensor, targets: torch.Tensor, default: float) -> torch.Tensor:
+    """Per label, the threshold (predict ``score >= threshold``) that maximises F1 on ``scores``/``targets``.
+
+    Every distinct score is a candidate cut; the threshold is placed halfway between the lowest score kept
+    and the next lower one (or on the lowest kept score where float rounding leaves no room). Ties in F1 go
+    to the highest threshold; labels without positives keep ``default``.
+    """
+    count = scores.shape[0]
+    sorted_scores, order = scores.sort(dim=0, descending=True, stable=True)
+    true_positives = targets.gather(0, order).double().cumsum(dim=0)
+    positives = true_positives[-1]
+    predicted = torch.arange(1, count + 1, device=scores.device, dtype=torch.double).unsqueeze(1)
+    f1 = 2 * true_positives / (predicted + positives)
+    cut = torch.ones_like(sorted_scores, dtype=torch.bool)
+    cut[:-1] = sorted_scores[:-1] != sorted_scores[1:]  # cut only below the last of equal scores
+    best = f1.masked_fill(~cut, -1.0).argmax(dim=0, keepdim=True)
+    lowest_kept = sorted_scores.gather(0, best)[0]
+    next_lower = sorted_scores.gather(0, (best + 1).clamp(max=count - 1))[0]
+    midpoint = (lowest_kept + next_lower) / 2
+    threshold = torch.where(midpoint > next_lower, midpoint, lowest_kept)
+    return torch.where(positives > 0, threshold, torch.full_like(threshold, default))
+
+
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator``, 0 where the denominator is 0 (scikit-learn's ``zero_division=0``)."""
+    numerator, denominator = numerator.double(), denominator.double()
+    return torch.where(denominator > 0, numerator / denominator.clamp(min=1), torch.zeros_like(numerator))
+
+
+def _precision_recall_f1(
+    true_positives: torch.Tensor, false_positives: torch.Tensor, false_negatives: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    return {
+        "precision": _ratio(true_positives, true_positives + false_positives),
+        "recall": _ratio(true_positives, true_positives + false_negatives),
+        "f1": _ratio(2 * true_positives, 2 * true_positives + false_positives + false_negatives),
+    }
+
+
+def decision_scores(predicted: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-label ``precision``, ``recall``, ``f1`` and ``support``, and their ``micro_*`` and ``macro_*`` averages.
+
+    Micro pools the counts of all labels; macro is the unweighted mean over labels (0 for a label that is
+    neither present nor predicted, as scikit-learn with ``zero_division=0``).
+    """
+    counts = ((predicted & targets).sum(dim=0), (predicted & ~targets).sum(dim=0), (~predicted & targets).sum(dim=0))
+    per_label = _precision_recall_f1(*counts)
+    micro = _precision_recall_f1(*(count.sum() for count in counts))
+    return (
+        per_label
+        | {"support": targets.sum(dim=0)}
+        | {f"micro_{name}": value for name, value in micro.items()}
+        | {f"macro_{name}": value.mean() for name, value in per_label.items()}
+    )
+
+
+def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Macro average precision over the labels with at least one positive (for the others it is undefined)."""
+    present = targets.any(dim=0)
+    if not present.any():
+        return torch.tensor(float("nan"), device=scores.device)
+    return multilabel_average_precision(
+        scores[:, present], targets[:, present].long(), num_labels=int(present.sum()), average="macro"
+    )
+
+
+class MultiLabelEvaluator(Evaluator):
+    """F1 at the head's thresholds and at the global threshold, and threshold-free mean average precision.
+
+    Keys (after the prefix): ``micro_f1``, ``macro_f1`` (head thresholds), ``micro_f1@T``, ``macro_f1@T`` (the
+    global threshold T, e.g. ``@0.5``) and ``mAP``; detailed evaluators add ``precision/<label>``,
+    ``recall/<label>`` and ``f1/<label>`` at the head thresholds, and report a per-label table.
+    """
+
+    def __init__(self, label_names: list[str], prefix: str, detailed: bool) -> None:
+        super().__init__(label_names, prefix, detailed)
+        self.collected = ScoresAndTargets()
+        self._last: dict[str, Any] | None = None
+
+    def update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], head: TaskHead) -> None:
+        self.collected.update(logits.detach().float().sigmoid(), batch["labels"])
+
+    def adapt_head(self, head: TaskHead) -> None:
+        if head.tune_thresholds:
+            scores, targets = self.collected.compute()
+            head.thresholds.copy_(best_thresholds(scores, targets, head.threshold))
+
+    def compute(self, head: TaskHead) -> dict[str, torch.Tensor]:
+        scores, targets = self.collected.compute()
+        tuned = decision_scores(scores >= head.thresholds, targets)
+        fixed = decision_scores(scores >= head.threshold, targets)
+        suffix = f"@{head.threshold:g}"
+        values = {
+            "micro_f1": tuned["micro_f1"],
+            "macro_f1": tuned["macro_f1"],
+            f"micro_f1{suffix}": fixed["micro_f1"],
+            f"macro_f1{suffix}": fixed["macro_f1"],
+            "mAP": mean_average_precision(scores, targets),
+        }
+        if self.detailed:
+            for name in ("precision", "recall", "f1"):
+                values |= {f"{name}/{label}": tuned[name][index] for index, label in enumerate(self.label_names)}
+            self._last = {
+                "tuned": tuned,
+                "fixed": fixed,
+                "thresholds": head.thresholds.clone(),
+                "suffix": suffix,
+                "mean_ap": values["mAP"],
+            }
+        return {f"{self.prefix}{key}": value.float() for key, value in values.items()}
+
+    def reset(self) -> None:
+        self.collected.reset()
+
+    def report(self, output_dir: Path) -> str:
+        if self._last is None:
+            return ""
+        table = multi_label_report(self.label_names, **self._last)
+        note = f"each label at its own threshold; rows marked {self._last['suffix']} at the global threshold"
+        return f"Test classification report (multi-label: {note})\n{table}"
+
+
+def multi_label_report(
+    label_names: list[str],
+    tuned: dict[str, torch.Tensor],
+    fixed: dict[str, torch.Tensor],
+    thresholds: torch.Tensor,
+    suffix: str,
+    mean_ap: torch.Tensor,
+    digits: int = 4,
+) -> str:
+    """Per label: precision, recall, F1, support and threshold; then micro and macro F1 at both settings, and mAP.
+
+    ``tuned`` and ``fixed`` are ``decision_scores`` at the head's thresholds and at the global one (``suffix``).
+    """
+    width = max(len(f"macro avg {suffix}"), *(len(name) for name in label_names))
+
+    def line(name: str, *cells: float | int | str) -> str:
+        shown = (f"{cell:.{digits}f}" if isinstance(cell, float) else str(cell) for cell in cells)
+        return f"{name:>{width}} " + " ".join(f"{cell:>10}" for cell in shown)
+
+    lines = [line("", "precision", "recall", "f1-score", "support", "threshold"), ""]
+    for index, name in enumerate(label_names):
+        p, r, f = (float(tuned[key][index]) for key in ("precision", "recall", "f1"))
+        lines.append(line(name, p, r, f, int(tuned["support"][index]), float(thresholds[index])))
+    total = int(tuned["support"].sum())
+    lines.append("")
+    for label, scores in (("", tuned), (f" {suffix}", fixed)):
+        for kind in ("micro", "macro"):
+            p, r, f = (float(scores[f"{kind}_{key}"]) for key in ("precision", "recall", "f1"))
+            lines.append(line(f"{kind} avg{label}", p, r, f, total))
+    lines.append(line("mAP", "", "", float(mean_ap), total))
+    return "\n".join(lines)
+
+
+# --- task --------------------------------------------------------------------------------------------
+class MultiLabelTask(Task):
+    """Any number of labels per text (or text pair); see the module docstring for the label formats."""
+
+    name = "multi_label"
+    monitor = "val/macro_f1"
+
+    def columns(self, spec: DataSpec, labelled: bool, available: Sequence[str]) -> list[str]:
+        texts = [spec.text_column] + ([spec.text_pair_column] if spec.text_pair_column else [])
+        if not labelled:
+            return texts
+        return texts + (list(spec.label_columns) if spec.label_columns else [spec.label_column])
+
+    def vocabulary(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> LabelVocabulary:
+        """One 0/1 column per label: the columns' order; otherwise the sorted labels, as for every task."""
+        if spec.label_columns:
+            return LabelVocabulary.from_names(spec.label_columns)
+        return super().vocabulary(frame, spec, where)
+
+    def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
+        if spec.label_columns:
+            return list(spec.label_columns)
+        cells = frame[spec.label_column]
+        values = list(dict.fromkeys(label for cell in cells for label in row_labels(cell, spec.label_delimiter)))
+        if not values:
+            raise DataError(
+                f"{where}: column '{spec.label_column}' holds no labels at all. Check data.label_column, or use "
+                "data.label_columns for one 0/1 column per label."
+            )
+        return values
+
+    def encode(
+        self,
+        frame: pd.DataFrame,
+        tokenizer: PreTrainedTokenizerBase,
+        spec: DataSpec,
+        vocabulary: LabelVocabulary | None,
+        where: str,
+    ) -> EncodedSplit:
+        labels, notes = None, []
+        if vocabulary is not None:
+            multi_hot = (
+                labels_from_columns(frame, spec.label_columns, vocabulary, where)
+                if spec.label_columns
+                else labels_from_lists(frame, spec, vocabulary, where)
+            )
+            labels = list(multi_hot)
+            if unlabelled := int((multi_hot.sum(axis=1) == 0).sum()):
+                notes.append(f"{where}: {unlabelled} of {len(frame)} rows have no labels (all-negative examples).")
+        encoded = encode_texts(
+            frame, tokenizer, spec.text_column, spec.text_pair_column, spec.max_length, labels, where
+        )
+        return EncodedSplit(encoded.table, encoded.meta | {"notes": notes})
+
+    def label_counts(self, dataset: TokenizedDataset, num_labels: int) -> tuple[np.ndarray, int]:
+        """Positive examples per label, and the number of examples."""
+        _, values = dataset.lists["labels"]
+        return values.reshape(len(dataset), num_labels).sum(axis=0, dtype=np.int64), len(dataset)
+
+    def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead:
+        return MultiLabelHead(hidden_size, num_labels, options)
+
+    def balanced_weights(self, counts: np.ndarray, total: int) -> torch.Tensor:
+        """Positive-class weights: negatives / positives per label, clamped to ``POS_WEIGHT_RANGE``."""
+        positives = torch.as_tensor(counts, dtype=torch.float)
+        return ((total - positives) / positives.clamp(min=1)).clamp(*POS_WEIGHT_RANGE)
+
+    def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator:
+        return MultiLabelEvaluator(label_names, prefix, detailed)
+
+    def prediction_records(
+        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset
+    ) -> Iterator[dict[str, Any]]:
+        rows, probabilities, predicted = outputs["rows"], outputs["probabilities"], outputs["predicted"]
+        for index in rows.argsort().tolist():
+            chosen = predicted[index].tolist()
+            scores = (round(score, 6) for score in probabilities[index].tolist())
+            yield {
+                "row": int(rows[index]),
+                "labels": [name for name, on in zip(label_names, chosen, strict=True) if on],
+                "probabilities": dict(zip(label_names, scores, strict=True)),
+            }
