@@ -1,7 +1,7 @@
-"""Lightning callback that measures bertcls' training loop for ``train_throughput.py``.
+"""Lightning callback that measures bertcls' training loop and records its metrics, for the benchmarks here.
 
-Added to ``bertcls fit`` with ``--trainer.callbacks+=`` (this folder must be on ``sys.path``); at the end
-of ``fit`` it writes its figures to ``output`` as JSON.
+Added to ``bertcls fit`` (and ``bertcls test``) with ``--trainer.callbacks+=`` (this folder must be on
+``sys.path``); at the end of ``fit`` / ``test`` it writes its figures to ``output`` as JSON.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from typing import Any
 
 import lightning as L
 import torch
-from train_throughput import describe_optimizer, rows_digest
+from harness import describe_optimizer, peak_rss_mb, rows_digest
 
 
 class LightningMeter(L.Callback):
     """Time each epoch from its start to its last optimizer step (so no validation, no checkpoint writes),
-    and count the examples, real (non-pad) tokens and padded tokens of every training batch."""
+    and count the examples, real (non-pad) tokens and padded tokens of every training batch.
+
+    At the end of ``fit``: those figures, the peak RSS so far and the last validation metrics; at the end of
+    ``test``: the test metrics. Metric names lose their ``val/`` or ``test/`` prefix.
+    """
 
     def __init__(self, output: str) -> None:
         self.output = output
@@ -53,10 +57,28 @@ class LightningMeter(L.Callback):
             "real_tokens": self.real_tokens,
             "padded_tokens": self.padded_tokens,
             "train_seconds": sum(end - start for start, end in self.windows),
-            "val_accuracy": float(trainer.callback_metrics["val/accuracy"]),
+            "peak_rss_mb": peak_rss_mb(),  # before any test run in the same process
             "train_rows": rows_digest(datasets["train"].rows),
-            "validation_rows": rows_digest(datasets["validation"].rows),
+            "train_count": len(set(datasets["train"].rows.tolist())),
             "optimizer": describe_optimizer(trainer.optimizers[0]),
             "torch_threads": torch.get_num_threads(),
         }
-        Path(self.output).write_text(json.dumps(figures))
+        write(self.output, figures | evaluation(trainer, "validation", "val/"))
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        write(self.output, evaluation(trainer, "test", "test/"))
+
+
+def evaluation(trainer: L.Trainer, split: str, prefix: str) -> dict[str, Any]:
+    """The split's metrics (prefix removed) and which source rows it held."""
+    rows = trainer.datamodule.datasets[split].rows
+    metrics = {
+        name.removeprefix(prefix): float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name.startswith(prefix) and "/" not in name.removeprefix(prefix)  # not the per-label ones
+    }
+    return {"metrics": metrics, "eval_rows": rows_digest(rows), "eval_count": len(set(rows.tolist()))}
+
+
+def write(output: str, figures: dict[str, Any]) -> None:
+    Path(output).write_text(json.dumps(figures))
