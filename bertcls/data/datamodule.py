@@ -262,14 +262,15 @@ class ClassificationDataModule(L.LightningDataModule):
             self._encoded(split)
 
     def setup(self, stage: str) -> None:
-        for split in self._splits_for(stage):
+        splits = self._splits_for(stage)
+        for split in splits:
             encoded = self._encoded(split)
             self._report(split, encoded)
             if split == "train" and self._holds_out_validation:
                 self._hold_out_validation(encoded)
             else:
                 self.datasets[split] = TokenizedDataset(encoded)
-        if any(split != "predict" for split in self._splits_for(stage)):
+        if any(split != "predict" for split in splits):
             self._vocabulary()  # known from here on: the model builds its head from it
 
     def _hold_out_validation(self, full: EncodedSplit) -> None:

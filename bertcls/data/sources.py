@@ -17,6 +17,7 @@ from typing import Any
 import datasets
 import pandas as pd
 
+from bertcls.data.conll import read_conll
 from bertcls.errors import DataError
 from bertcls.paths import resolve_location
 
@@ -104,8 +105,6 @@ def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
         if fmt == "jsonl":
             return read_json_lines(resolved, path)
         if fmt == "conll":
-            from bertcls.data.conll import read_conll
-
             return read_conll(resolved, path)
         return pd.read_parquet(resolved)
     except UnicodeDecodeError as error:

@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit
 from bertcls.data.labels import LabelVocabulary
-from bertcls.model.pooling import Pooling
+from bertcls.model.pooling import Pooling, pool
 
 LongInputs = Literal["truncate", "split"]
 
@@ -82,6 +82,27 @@ class TaskHead(nn.Module, ABC):
         the result to ``Task.prediction_records``. Sequence tasks return one entry per text (with ``rows``);
         the token task returns one entry per evaluated word (with the word's ``rows`` and ``word_ids``).
         """
+
+
+class PooledHead(TaskHead):
+    """A sequence-level head: one pooled vector per text (``pool``), dropout, a linear layer to the labels.
+
+    Subclasses add the loss and the predictions; ``loss_weights`` is kept as the persistent buffer.
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int, options: HeadOptions) -> None:
+        super().__init__()
+        self.pooling = options.pooling
+        self.dropout = nn.Dropout(options.dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+        # Persistent: weights computed from the training data ("balanced") travel with the checkpoint.
+        self.register_buffer("loss_weights", options.loss_weights)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler_output: torch.Tensor | None
+    ) -> torch.Tensor:
+        pooled = pool(self.pooling, hidden_states, attention_mask, pooler_output)
+        return self.classifier(self.dropout(pooled))
 
 
 class Evaluator(nn.Module, ABC):
@@ -163,9 +184,9 @@ class Task(ABC):
     @abstractmethod
     def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead: ...
 
-    @abstractmethod
     def balanced_weights(self, counts: np.ndarray, total: int) -> torch.Tensor:
-        """Loss weights for ``class_weights: balanced`` from ``label_counts``."""
+        """Loss weights for ``class_weights: balanced`` from ``label_counts``: inverse label frequency."""
+        return inverse_frequency(counts, total)
 
     @abstractmethod
     def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator: ...

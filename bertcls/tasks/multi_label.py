@@ -27,8 +27,7 @@ from bertcls.data.encoding import EncodedSplit, encode_texts
 from bertcls.data.labels import LabelVocabulary, row_list
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError, InputError
-from bertcls.model.pooling import pool
-from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, Task, TaskHead
+from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, PooledHead, Task, TaskHead
 
 # ``balanced`` positive-class weights (negatives / positives per label) are clamped to this range: rare labels
 # get at most 100x the weight of their negatives, and frequent labels (more positives than negatives) are never
@@ -104,7 +103,7 @@ def labels_from_columns(
 
 
 # --- head --------------------------------------------------------------------------------------------
-class MultiLabelHead(TaskHead):
+class MultiLabelHead(PooledHead):
     """Pooling, dropout, linear; binary cross-entropy per label, with optional positive-class weights (``pos_weight``).
 
     Two persistent buffers travel with the checkpoint: ``loss_weights`` (when given) and ``thresholds``, one
@@ -112,24 +111,14 @@ class MultiLabelHead(TaskHead):
     """
 
     def __init__(self, hidden_size: int, num_labels: int, options: HeadOptions) -> None:
-        super().__init__()
         if not 0 < options.threshold < 1:
             raise InputError(f"The multi-label threshold must be between 0 and 1, got {options.threshold}.")
         if options.label_smoothing:
             raise InputError("label_smoothing applies to single-label tasks; set it to 0 for task multi_label.")
-        self.pooling = options.pooling
-        self.dropout = nn.Dropout(options.dropout)
-        self.classifier = nn.Linear(hidden_size, num_labels)
-        self.register_buffer("loss_weights", options.loss_weights)
+        super().__init__(hidden_size, num_labels, options)
         self.register_buffer("thresholds", torch.full((num_labels,), float(options.threshold)))
         self.threshold = float(options.threshold)
         self.tune_thresholds = options.tune_thresholds
-
-    def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler_output: torch.Tensor | None
-    ) -> torch.Tensor:
-        pooled = pool(self.pooling, hidden_states, attention_mask, pooler_output)
-        return self.classifier(self.dropout(pooled))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(

@@ -26,28 +26,16 @@ from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit, encode_texts
 from bertcls.data.labels import LabelVocabulary, label_strings
 from bertcls.errors import DataError
-from bertcls.model.pooling import pool
 from bertcls.reporting import classification_report, save_confusion_matrix
-from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, Task, TaskHead, inverse_frequency
+from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, PooledHead, Task, TaskHead
 
 
-class SingleLabelHead(TaskHead):
+class SingleLabelHead(PooledHead):
     """One label per text: pooling, dropout, linear, cross-entropy (optional class weights, label smoothing)."""
 
     def __init__(self, hidden_size: int, num_labels: int, options: HeadOptions) -> None:
-        super().__init__()
-        self.pooling = options.pooling
-        self.dropout = nn.Dropout(options.dropout)
-        self.classifier = nn.Linear(hidden_size, num_labels)
-        # Persistent: weights computed from the training data ("balanced") travel with the checkpoint.
-        self.register_buffer("loss_weights", options.loss_weights)
+        super().__init__(hidden_size, num_labels, options)
         self.label_smoothing = options.label_smoothing
-
-    def forward(
-        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor, pooler_output: torch.Tensor | None
-    ) -> torch.Tensor:
-        pooled = pool(self.pooling, hidden_states, attention_mask, pooler_output)
-        return self.classifier(self.dropout(pooled))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(
@@ -159,9 +147,6 @@ class SingleLabelTask(Task):
 
     def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead:
         return SingleLabelHead(hidden_size, num_labels, options)
-
-    def balanced_weights(self, counts: np.ndarray, total: int) -> torch.Tensor:
-        return inverse_frequency(counts, total)
 
     def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator:
         return SingleLabelEvaluator(label_names, prefix, detailed)

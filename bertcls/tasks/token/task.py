@@ -19,7 +19,7 @@ from bertcls.data.encoding import ENCODE_BATCH_SIZE, EncodedSplit, check_texts, 
 from bertcls.data.labels import LabelVocabulary
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import InputError
-from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, Task, TaskHead, inverse_frequency
+from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, Task, TaskHead
 from bertcls.tasks.token.alignment import (
     IGNORED,
     NO_WORD,
@@ -184,9 +184,6 @@ class TokenTask(Task):
 
     def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead:
         return TokenHead(hidden_size, num_labels, options)
-
-    def balanced_weights(self, counts: np.ndarray, total: int) -> torch.Tensor:
-        return inverse_frequency(counts, total)
 
     def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator:
         return TokenEvaluator(label_names, prefix, detailed)
