@@ -7,15 +7,21 @@ ones) and from ``--section.key value`` flags.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_info
 
 from bertcls.callbacks import PredictionWriter, RunSummary
+from bertcls.callbacks.preemption import slurm_job_id
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.encoding import default_cache_dir
 from bertcls.errors import DataError, InputError
@@ -55,8 +61,14 @@ class BertClsCLI(LightningCLI):
         # One task for both: a checkpoint's (restored into model.task) wins over the data config's.
         config.model.task = config.model.task or config.data.task
         config.data.task = config.model.task
-        if self.subcommand == "fit" and config.ckpt_path == "last":
-            resolve_resume(config, logger_args)
+        if self.subcommand == "fit" and logger_args is not None and hasattr(logger_args, "version"):
+            if logger_args.version is None and SLURMEnvironment.detect():
+                # A requeued job must log into, and resume from, the folder of its first run.
+                logger_args.version = f"slurm-{slurm_job_id()}"
+            if config.ckpt_path == "last":
+                resolve_resume(config, logger_args)
+            elif config.ckpt_path is None:
+                continue_named_run(config, logger_args)
         if config.ckpt_path and Path(config.ckpt_path).is_file():
             # The checkpoint's own tokenizer: the training run's model folder or hub name may be gone.
             cache_root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
@@ -68,6 +80,21 @@ class BertClsCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, RunSummary):
                 callback.print_summary(self.trainer)
+
+
+def continue_named_run(config: Namespace, logger_args: Namespace) -> None:
+    """A run given an explicit version (or a SLURM job's) resumes from that folder's ``last.ckpt``, if any.
+
+    Starting afresh there would mix two runs' checkpoints and metrics in one folder.
+    """
+    version = logger_args.version
+    if version is None or not hasattr(logger_args, "save_dir"):
+        return
+    folder = version if isinstance(version, str) else f"version_{version}"
+    last = Path(logger_args.save_dir) / config.experiment / folder / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        rank_zero_info(f"Resuming from {last} (the run folder already holds a checkpoint).")
+        config.ckpt_path = str(last)
 
 
 def resolve_resume(config: Namespace, logger_args: Namespace | None) -> None:
@@ -89,7 +116,33 @@ def resolve_resume(config: Namespace, logger_args: Namespace | None) -> None:
     logger_args.version = latest.parent.parent.name
 
 
+# bertcls' own commands beside Lightning's fit/validate/test/predict: name -> module with ``main(argv)``.
+TOOL_COMMANDS = {
+    "download": "bertcls.commands.download",
+    "convert": "bertcls.commands.convert",
+}
+
+
+def cli_options() -> dict[str, Any]:
+    """``BertClsCLI``'s keyword arguments, shared with ``bertcls download`` (which parses the same configs)."""
+    return {
+        "seed_everything_default": 42,
+        "trainer_defaults": {
+            # Sharding happens in LengthBucketBatchSampler; Lightning must not add a DistributedSampler.
+            "use_distributed_sampler": False,
+            # Without a config (`bertcls test --ckpt_path ...`) outputs still go to checkpoints/<experiment>/.
+            "logger": {"class_path": "bertcls.loggers.CSVLogger", "init_args": {"save_dir": "checkpoints"}},
+        },
+        "save_config_callback": SaveConfigToRunFolder,
+        "save_config_kwargs": {"overwrite": True},
+    }
+
+
 def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in TOOL_COMMANDS:
+        importlib.import_module(TOOL_COMMANDS[argv[0]]).main(argv[1:])
+        return
     # The sampler returns every index (it has no drop_last to set); Lightning cannot know that.
     warnings.filterwarnings("ignore", message=r".*custom batch sampler `LengthBucketBatchSampler`")
     # test/validate/predict from a checkpoint of another folder: the checkpoint callbacks' state is not needed.
@@ -97,20 +150,7 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning 2.6
     logging.getLogger("lightning.pytorch").addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
     try:
-        BertClsCLI(
-            BertClassifier,
-            ClassificationDataModule,
-            seed_everything_default=42,
-            trainer_defaults={
-                # Sharding happens in LengthBucketBatchSampler; Lightning must not add a DistributedSampler.
-                "use_distributed_sampler": False,
-                # Without a config (`bertcls test --ckpt_path ...`) outputs still go to checkpoints/<experiment>/.
-                "logger": {"class_path": "bertcls.loggers.CSVLogger", "init_args": {"save_dir": "checkpoints"}},
-            },
-            save_config_callback=SaveConfigToRunFolder,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
+        BertClsCLI(BertClassifier, ClassificationDataModule, **cli_options(), args=args)
     except InputError as error:  # bad input: the message says where and how to fix it; no traceback
         kind = "data error" if isinstance(error, DataError) else "error"
         raise SystemExit(f"bertcls: {kind}: {error}") from error

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -125,3 +127,20 @@ class RecordSteps(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         RecordSteps.runs[-1].update(end_epoch=trainer.current_epoch, end_step=trainer.global_step)
+
+
+class KillAtStep(L.Callback):
+    """SIGKILL the process when training reaches optimizer step ``$BERTCLS_TEST_KILL_AT_STEP``: no warning,
+    no clean-up, as when a node dies or a scheduler's grace period ends."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
+        if trainer.global_step == int(os.environ["BERTCLS_TEST_KILL_AT_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def run_bertcls_process(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m bertcls ARGS`` as its own process (tests/ importable, for ``helpers`` callbacks)."""
+    environment = os.environ | {"PYTHONPATH": str(REPO_ROOT / "tests")} | (env or {})
+    environment.pop("PL_GLOBAL_SEED", None)
+    command = [sys.executable, "-m", "bertcls", *map(str, args)]
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)

@@ -316,8 +316,7 @@ def test_resume_keeps_the_metrics_of_earlier_epochs(resumed: SimpleNamespace) ->
 
 
 # Lightning 2.6's ModelCheckpoint(save_last=True) writes last.ckpt only when a top-k checkpoint is saved at the
-# same step, so last.ckpt would be a copy of the best one; configs/callbacks/default.yaml uses a second,
-# unmonitored ModelCheckpoint for last.ckpt instead.
+# same step, so last.ckpt would be a copy of the best one; bertcls.callbacks.LastCheckpoint writes it instead.
 def test_last_checkpoint_holds_the_final_state_when_accuracy_stops_improving(
     task: SimpleNamespace, tiny_model_dir: Path, cli, run_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

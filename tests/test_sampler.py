@@ -93,6 +93,32 @@ def test_iterating_twice_in_one_epoch_gives_the_same_batches() -> None:
     assert list(sampler) == list(sampler)
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_global_order_is_the_same_whatever_the_number_of_ranks(shuffle: bool) -> None:
+    """Global batch 24 as 1x24, 2x12, 3x8, 4x6: step k trains the same examples, in every epoch."""
+    lengths = random_lengths(1003, seed=5)
+    orders = []
+    for world_size in (1, 2, 3, 4):
+        samplers = make_samplers(lengths, 24 // world_size, world_size, shuffle=shuffle, seed=11, pool_batches=4)
+        per_rank = epoch_batches(samplers, epoch=2)
+        steps = [sorted(itertools.chain(*(rank[k] for rank in per_rank))) for k in range(len(per_rank[0]))]
+        orders.append(steps)
+    assert all(order == orders[0] for order in orders[1:])
+
+
+def test_resume_at_skips_the_trained_batches_of_that_epoch_only() -> None:
+    lengths = random_lengths(500, seed=6)
+    (reference,) = make_samplers(lengths, 16, 1, shuffle=True, seed=3)
+    (resumed,) = make_samplers(lengths, 16, 1, shuffle=True, seed=3)
+    full = epoch_batches([reference], epoch=1)[0]
+    resumed.resume_at(epoch=1, batches_done=9)
+    assert epoch_batches([resumed], epoch=1)[0] == full[9:]
+    assert len(resumed) == len(full)
+    assert epoch_batches([resumed], epoch=1)[0] == full  # once only: the next pass is a whole epoch
+    resumed.resume_at(epoch=0, batches_done=9)  # a position in another epoch skips nothing
+    assert epoch_batches([resumed], epoch=1)[0] == full
+
+
 def test_eval_order_is_sorted_by_length_and_ignores_epoch() -> None:
     lengths = random_lengths(1001)
     samplers = make_samplers(lengths, 16, 3, shuffle=False)

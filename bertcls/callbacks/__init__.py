@@ -1,7 +1,9 @@
 """Lightning callbacks that bertcls adds to the Trainer."""
 
 from bertcls.callbacks.checkpoint import BestCheckpoint
+from bertcls.callbacks.last_checkpoint import LastCheckpoint
 from bertcls.callbacks.predictions import PredictionWriter
+from bertcls.callbacks.preemption import Preemption
 from bertcls.callbacks.summary import RunSummary
 
-__all__ = ["BestCheckpoint", "PredictionWriter", "RunSummary"]
+__all__ = ["BestCheckpoint", "LastCheckpoint", "PredictionWriter", "Preemption", "RunSummary"]

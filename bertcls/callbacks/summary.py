@@ -8,6 +8,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
+from bertcls.callbacks.last_checkpoint import LastCheckpoint
+
 
 class RunSummary(L.Callback):
     """Record the wall time of ``fit``; ``print_summary`` then shows metrics, checkpoints and folders.
@@ -37,10 +39,9 @@ class RunSummary(L.Callback):
             if name.startswith(("val/", "train/padding")):
                 lines.append(f"{name}: {metrics[name]:.4f}")
         for checkpoint in trainer.checkpoint_callbacks:
+            if isinstance(checkpoint, LastCheckpoint) and checkpoint.saved_path is not None:
+                lines.append(f"last checkpoint: {checkpoint.saved_path}")
             if not isinstance(checkpoint, ModelCheckpoint) or not checkpoint.best_model_path:
-                continue
-            if checkpoint.monitor is None:  # keeps the newest state only
-                lines.append(f"last checkpoint: {checkpoint.best_model_path}")
                 continue
             score = checkpoint.best_model_score
             best = f" ({checkpoint.monitor} = {float(score):.4f})" if score is not None else ""

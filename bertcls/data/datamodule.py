@@ -10,6 +10,7 @@ from typing import Any
 import datasets
 import lightning as L
 import numpy as np
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -145,6 +146,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.vocabulary: LabelVocabulary | None = LabelVocabulary.from_names(names) if names else None
         self._vocabulary_given = self.vocabulary is not None
         self.datasets: dict[str, TokenizedDataset] = {}
+        self._resume_position: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._fingerprints: dict[str, str] = {}
         self._tokenizer_fingerprint = ""
@@ -300,6 +302,23 @@ class ClassificationDataModule(L.LightningDataModule):
         for note in encoded.meta.get("notes", []):
             rank_zero_info(note if note.startswith(where) else f"{where}: {note}")
 
+    # --- resuming mid-epoch ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, int]:
+        """How far training is into its epoch; Lightning stores this in every checkpoint it saves.
+
+        ``processed`` counts the batches whose optimizer work is done, which is also how many Lightning's
+        loop counts as done when it resumes from that checkpoint.
+        """
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": trainer.current_epoch, "batches_done": done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume the training order where the checkpoint left it, instead of replaying the epoch."""
+        self._resume_position = (state["epoch"], state["batches_done"]) if state else None
+
     # --- loaders ----------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
@@ -335,7 +354,13 @@ class ClassificationDataModule(L.LightningDataModule):
         return DynamicPaddingCollator(self.tokenizer.pad_token_id, multiple, self.task.padded_columns)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        loader = self._loader("train", shuffle=True)
+        if self._resume_position is not None:
+            epoch, batches_done = self._resume_position
+            loader.batch_sampler.set_epoch(epoch)  # workers may prefetch before Lightning sets the epoch
+            loader.batch_sampler.resume_at(epoch, batches_done)
+            self._resume_position = None
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("validation", shuffle=False)

@@ -7,10 +7,14 @@ then dealt to ranks so that:
 * every example is used exactly once per epoch across all ranks (no padding with repeats, no drops);
 * every rank gets the same number of batches (no rank waits forever on a collective);
 * the batches of one optimizer step have similar lengths on every rank (no rank idles on a short one);
-* the order depends only on ``seed`` and the epoch, never on the number of workers.
+* the order depends only on ``seed``, the epoch and the global batch size (``R * max_batch_size``),
+  never on the number of workers, nor on how ranks share it: the examples of optimizer step ``k`` are the
+  same with one process at batch 32 as with four at batch 8;
+* a run resumed mid-epoch continues with the next unseen batch (``resume_at``).
 
-Batch sizes are balanced: with ``n`` examples the ``R * ceil(n / (R * max_batch_size))`` batches differ
-in size by at most one, never exceeding ``max_batch_size``.
+Batch sizes are balanced: with ``n`` examples each of the ``ceil(n / (R * max_batch_size))`` steps holds
+``n / steps`` examples give or take one, shared by the ``R`` ranks give or take one, never exceeding
+``max_batch_size`` per rank.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.pool_size = max_batch_size * num_replicas * pool_batches
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained in it)
         self.steps = math.ceil(len(self.lengths) / (num_replicas * max_batch_size))
         if self.steps * num_replicas > len(self.lengths):  # only possible with batches of one
             raise ValueError(
@@ -67,6 +72,13 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch; changes the shuffle."""
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Skip the first ``batches_done`` batches of ``epoch`` (once): they were trained before a restart.
+
+        ``len()`` stays the full epoch, as Lightning counts the skipped batches as already seen.
+        """
+        self._resume = (epoch, batches_done)
 
     @property
     def sampler(self) -> LengthBucketBatchSampler:
@@ -87,16 +99,15 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         """All ranks' batches for this epoch, as steps: ``steps[k][r]`` is rank r's k-th batch."""
         rng = np.random.default_rng([self.seed, self.epoch]) if self.shuffle else None
         order = self._ordered_indices(rng)
-        num_batches = self.steps * self.num_replicas
-        base, extra = divmod(len(order), num_batches)
-        sizes = np.full(num_batches, base)
-        sizes[:extra] += 1
-        batches = np.split(order, np.cumsum(sizes)[:-1])
-        steps = [batches[k * self.num_replicas : (k + 1) * self.num_replicas] for k in range(self.steps)]
+        steps = [np.array_split(step, self.num_replicas) for step in np.array_split(order, self.steps)]
         if rng is not None:
             steps = [steps[k] for k in rng.permutation(self.steps)]
         return steps
 
     def __iter__(self) -> Iterator[list[int]]:
-        for step in self.global_batches():
+        skip = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            skip = self._resume[1]
+        self._resume = None
+        for step in self.global_batches()[skip:]:
             yield step[self.rank].tolist()

@@ -1,0 +1,52 @@
+"""Keep ``last.ckpt``: the newest training state, which resumes (``--ckpt_path last``, requeue) start from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.trainer.states import TrainerFn
+
+
+class LastCheckpoint(Checkpoint):
+    """Write ``<run>/checkpoints/last.ckpt`` every ``every_n_train_steps`` optimizer steps and after every epoch.
+
+    Each write replaces the previous one atomically (with ``bertcls.checkpoint_io.AtomicCheckpointIO``).
+    Together with the data module's sampler position and the step-seeded dropout, a run killed at any
+    moment and resumed from this file ends with the weights of an uninterrupted run, having lost at most
+    ``every_n_train_steps`` steps of work. ``0`` saves at epoch ends only.
+
+    Being a ``Checkpoint``, Lightning runs it after the other callbacks, so the state it saves includes
+    their updates of the same step (the best score of ``BestCheckpoint``, for example).
+    """
+
+    def __init__(self, every_n_train_steps: int = 200, filename: str = "last.ckpt") -> None:
+        if every_n_train_steps < 0:
+            raise ValueError(f"every_n_train_steps must be 0 or more, got {every_n_train_steps}")
+        self.every_n_train_steps = every_n_train_steps
+        self.filename = filename
+        self._saved_at: int | None = None
+        self.saved_path: Path | None = None
+
+    def path(self, trainer: L.Trainer) -> Path:
+        """``checkpoints/`` in the logger's run folder, as ``ModelCheckpoint`` uses, else in ``default_root_dir``."""
+        root = trainer.log_dir if trainer.loggers else trainer.default_root_dir
+        return Path(root) / "checkpoints" / self.filename
+
+    def save(self, trainer: L.Trainer) -> Path:
+        """Write the current state now (all ranks must call this: the save is collective)."""
+        path = self.path(trainer)
+        trainer.save_checkpoint(path)
+        self._saved_at = trainer.global_step
+        self.saved_path = path
+        return path
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        step = trainer.global_step
+        if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_at:
+            self.save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self.save(trainer)
