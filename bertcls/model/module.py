@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from transformers import get_linear_schedule_with_warmup
@@ -135,6 +137,16 @@ class BertClassifier(L.LightningModule):
             token_type_ids=batch.get("token_type_ids"),
         )
         return self.head(outputs.last_hidden_state, batch["attention_mask"], getattr(outputs, "pooler_output", None))
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Seed dropout from (seed, epoch, batch, rank), so that a resumed run draws the masks it would have.
+
+        Nothing else in training draws random numbers, so with the sampler's resume position this makes a
+        run resumed from any checkpoint continue exactly as the uninterrupted run (on the same hardware).
+        """
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        entropy = [seed, self.current_epoch, batch_idx, self.global_rank]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.head.loss(self(batch), batch["labels"])
