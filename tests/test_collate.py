@@ -106,7 +106,7 @@ def test_datamodule_loaders_pad_dynamically(
         batch_size=8,
         pad_to_multiple_of=multiple,
     )
-    datamodule.prepare_data()
+    datamodule.build_cache()
     datamodule.setup("fit")
     seen = 0
     for loader in (datamodule.train_dataloader(), datamodule.val_dataloader()):

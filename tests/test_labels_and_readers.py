@@ -1,6 +1,6 @@
 """Label vocabularies, data errors that name file/row/column, and the CSV/TSV/JSONL/Parquet/hub readers.
 
-The data module is used without a trainer: ``prepare_data()`` then ``setup("fit")`` (or "test").
+The data module is used without a trainer: ``build_cache()`` then ``setup("fit")`` (or "test").
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ def datamodule(tokenizer: Path, **kwargs) -> ClassificationDataModule:
 
 def fit_data(tokenizer: Path, **kwargs) -> ClassificationDataModule:
     module = datamodule(tokenizer, **kwargs)
-    module.prepare_data()
+    module.build_cache()
     module.setup("fit")
     return module
 
 
 def data_error_of(module: ClassificationDataModule) -> str:
-    """The message of the ``DataError`` that ``prepare_data`` must raise."""
+    """The message of the ``DataError`` that ``build_cache`` must raise."""
     with pytest.raises(DataError) as error:
-        module.prepare_data()
+        module.build_cache()
     return str(error.value)
 
 
@@ -147,7 +147,7 @@ def test_missing_text_column_names_column(tmp_path: Path, tiny_model_dir: Path) 
     train_file = write_frame(SAMPLE, tmp_path / "train.jsonl")
     module = datamodule(tiny_model_dir, train_file=train_file, text_column="review")
     with pytest.raises(DataError, match=r"'review'.*not found"):
-        module.prepare_data()
+        module.build_cache()
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv"])
@@ -167,7 +167,7 @@ def test_missing_text_names_the_row(tmp_path: Path, tiny_model_dir: Path) -> Non
     frame.loc[4, "text"] = None
     module = datamodule(tiny_model_dir, train_file=write_frame(frame, tmp_path / "train.csv"))
     with pytest.raises(DataError, match=r"missing text.*\[5\]"):
-        module.prepare_data()
+        module.build_cache()
 
 
 def test_unreadable_files_raise_data_errors(tmp_path: Path) -> None:
@@ -283,7 +283,7 @@ def hub_folder(tmp_path: Path) -> Path:
 
 def test_local_hub_dataset_folder_loads_train_and_test(hub_folder: Path, tiny_model_dir: Path) -> None:
     module = datamodule(tiny_model_dir, hub_dataset=hub_folder, hub_splits={"train": "train", "test": "test"})
-    module.prepare_data()
+    module.build_cache()
     module.setup("fit")
     module.setup("test")
     assert module.label_names == ["neg", "neutral", "pos"]
@@ -292,7 +292,7 @@ def test_local_hub_dataset_folder_loads_train_and_test(hub_folder: Path, tiny_mo
     assert len(module.datasets["test"]) == 6
     # The same data from plain files gives exactly the same examples (same held-out validation split).
     files = datamodule(tiny_model_dir, train_file=hub_folder / "train.csv", test_file=hub_folder / "test.csv")
-    files.prepare_data()
+    files.build_cache()
     files.setup("fit")
     files.setup("test")
     for split in ("train", "validation", "test"):
@@ -302,7 +302,7 @@ def test_local_hub_dataset_folder_loads_train_and_test(hub_folder: Path, tiny_mo
 def test_unknown_hub_split_is_a_data_error(hub_folder: Path, tiny_model_dir: Path) -> None:
     module = datamodule(tiny_model_dir, hub_dataset=hub_folder, hub_splits={"train": "train", "validation": "dev"})
     with pytest.raises(DataError, match="dev"):
-        module.prepare_data()
+        module.build_cache()
 
 
 def test_csv_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path: Path) -> None:
@@ -322,7 +322,7 @@ def test_jsonl_error_names_the_broken_line(tmp_path: Path) -> None:
 def test_missing_file_is_reported_before_any_tokenizing(tmp_path: Path, tiny_model_dir: Path) -> None:
     module = datamodule(tiny_model_dir, train_file=tmp_path / "typo.csv")
     with pytest.raises(DataError, match=r"typo\.csv: file not found"):
-        module.prepare_data()
+        module.build_cache()
 
 
 def test_hub_class_label_ids_become_their_names() -> None:

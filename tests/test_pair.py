@@ -40,7 +40,7 @@ def glue(shared_data: Path, task: str, tokenizer: Path, **kwargs) -> Classificat
 
 def test_rte_pairs_are_encoded_as_cls_a_sep_b_sep_with_segment_ids(shared_data, tiny_model_dir, minilm_tokenizer):
     module = glue(shared_data, "RTE", tiny_model_dir, max_length=128)
-    module.prepare_data()
+    module.build_cache()
     module.setup("fit")
     dev = pd.read_csv(shared_data / "glue" / "RTE" / "dev.tsv", sep="\t", quoting=3)
     dataset = module.datasets["validation"]
@@ -78,7 +78,7 @@ def test_truncation_trims_the_longer_text_first(minilm_tokenizer) -> None:
 
 def test_mrpc_columns_with_spaces_and_bom_read_completely(shared_data, tiny_model_dir) -> None:
     module = glue(shared_data, "MRPC", tiny_model_dir)
-    module.prepare_data()
+    module.build_cache()
     module.setup("fit")
     assert module.label_names == ["0", "1"]
     assert len(module.datasets["train"]) == 3668 and len(module.datasets["validation"]) == 408
@@ -112,7 +112,7 @@ def test_rows_without_gold_label_are_dropped_and_counted(tmp_path, tiny_model_di
         label_column="gold_label",
         tokenizer=str(tiny_model_dir),
     )
-    module.prepare_data()
+    module.build_cache()
     module.setup("fit")
     assert module.label_names == ["contradiction", "entailment", "neutral"]
     assert sorted(module.datasets["train"].rows.tolist()) == [0, 2, 3, 5]
@@ -129,7 +129,7 @@ def test_pair_task_without_second_column_says_what_to_set(tmp_path, tiny_model_d
         tokenizer=str(tiny_model_dir),
     )
     with pytest.raises(DataError, match="text_pair_column"):
-        module.prepare_data()
+        module.build_cache()
 
 
 def test_metrics_match_scikit_learn_on_fixed_predictions() -> None:

@@ -16,7 +16,14 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
-from bertcls.data.encoding import EncodedSplit, EncodingCache, cache_key, quiet_datasets, tokenizer_fingerprint
+from bertcls.data.encoding import (
+    CacheLock,
+    EncodedSplit,
+    EncodingCache,
+    cache_key,
+    quiet_datasets,
+    tokenizer_fingerprint,
+)
 from bertcls.data.labels import LabelVocabulary
 from bertcls.data.sampler import LengthBucketBatchSampler
 from bertcls.data.sources import ROW_COLUMN, ReadOptions, SplitSource, read_source, select, source_fingerprint
@@ -67,7 +74,11 @@ class ClassificationDataModule(L.LightningDataModule):
         pad_to_multiple_of: round padded lengths up to this multiple; default 8 on GPUs (tensor cores like
             it), none on CPUs (where every padded token is wasted work).
         pool_batches: how many batches' worth of examples are sorted together when bucketing.
-        cache_dir: where encoded splits are kept (default ``$BERTCLS_CACHE`` or ``~/.cache/bertcls``).
+        cache_dir: where encoded splits are kept (default ``$BERTCLS_CACHE`` or ``~/.cache/bertcls``); put it
+            on the shared filesystem of a cluster, so one rank tokenizes and every other one reads the result.
+        cache_lock: how ranks take turns building a cache entry: ``file`` (``flock``; falls back to ``soft``
+            where the filesystem has no ``flock``) or ``soft`` (a lock file created exclusively: for Lustre or
+            NFS mounts whose ``flock`` is node-local). See docs/cluster.md.
     """
 
     def __init__(
@@ -107,6 +118,7 @@ class ClassificationDataModule(L.LightningDataModule):
         pool_batches: int = 64,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        cache_lock: CacheLock = "file",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -139,7 +151,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.read_options = ReadOptions(
             file_format, self.task.txt_format, tuple(column_names) if column_names else None
         )
-        self.cache = EncodingCache(cache_dir)
+        self.cache = EncodingCache(cache_dir, cache_lock)
         names = label_names or (_read_label_names(label_names_file) if label_names_file else None)
         if labels_are_indices and not names:
             raise InputError("data.labels_are_indices needs the label names: set data.label_names_file.")
@@ -171,7 +183,7 @@ class ClassificationDataModule(L.LightningDataModule):
     @property
     def label_names(self) -> list[str]:
         if self.vocabulary is None:
-            raise RuntimeError("The label vocabulary is known only after prepare_data()/setup().")
+            raise RuntimeError("The label vocabulary is known only after setup() or build_cache().")
         return list(self.vocabulary.names)
 
     def label_statistics(self) -> tuple[np.ndarray, int]:
@@ -214,10 +226,12 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def _load_or_encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
         key = self._split_key(split, vocabulary)
-        if not self.cache.contains(key):
+
+        def encode() -> EncodedSplit:
             rank_zero_info(f"Tokenizing {self.sources[split].describe()} (cache: {self.cache.path(key)})")
-            self.cache.save(key, self._encode(split, vocabulary))
-        return self.cache.load(key)
+            return self._encode(split, vocabulary)
+
+        return self.cache.get_or_build(key, encode)
 
     def _splits_for(self, stage: str | None) -> tuple[str, ...]:
         """The splits a stage reads; ``None`` (no trainer) means every configured split.
@@ -258,9 +272,14 @@ class ClassificationDataModule(L.LightningDataModule):
     def _stage(self) -> str | None:
         return self.trainer.state.fn.value if self.trainer is not None else None
 
-    def prepare_data(self) -> None:
-        """Tokenize and cache the splits this run needs (once per node; the other ranks then load)."""
-        for split in self._splits_for(self._stage()):
+    def build_cache(self, stage: str | None = None) -> None:
+        """Tokenize and cache the splits ``stage`` needs (default: every configured split), without loading them.
+
+        Not ``prepare_data``: Lightning would make every other rank wait in a collective meanwhile, and a
+        large dataset outlasts collective time-outs. ``setup`` builds what is missing under the cache's
+        file lock instead; this method does the same ahead of a run (``bertcls download``, tests).
+        """
+        for split in self._splits_for(stage):
             self._encoded(split)
 
     def setup(self, stage: str) -> None:

@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import datasets
+import filelock
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
@@ -28,6 +29,8 @@ from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError
 
 CACHE_FORMAT_VERSION = 2
+SOFT_LOCK_LIFETIME_SECONDS = 24 * 3600
+CacheLock = Literal["file", "soft"]
 ENCODE_BATCH_SIZE = 1000
 
 
@@ -143,13 +146,37 @@ def encode_texts(
 
 
 class EncodingCache:
-    """Folder of encoded splits, one sub-folder per cache key."""
+    """Folder of encoded splits, one sub-folder per cache key.
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    Ranks that need an entry nobody has built take turns on a per-entry lock file: the first builds it,
+    the others wait on the lock (not in a collective that could time out) and then read the result.
+    The lock only saves duplicate work; a write is an atomic rename either way.
+    """
+
+    def __init__(self, root: str | Path | None = None, lock: CacheLock = "file") -> None:
         self.root = Path(root) if root else default_cache_dir()
+        if lock not in ("file", "soft"):
+            raise ValueError(f"cache lock must be 'file' or 'soft', got {lock!r}")
+        self.lock_kind = lock
 
     def path(self, key: str) -> Path:
         return self.root / key
+
+    def lock(self, key: str) -> filelock.BaseFileLock:
+        path = self.root / f".{key}.lock"
+        if self.lock_kind == "soft":
+            # A holder killed outright leaves its lock file behind: after a day it counts as abandoned.
+            return filelock.SoftFileLock(path, lifetime=SOFT_LOCK_LIFETIME_SECONDS)
+        return filelock.FileLock(path)
+
+    def get_or_build(self, key: str, build: Callable[[], EncodedSplit]) -> EncodedSplit:
+        """The entry ``key``, built with ``build()`` by whichever process gets the lock first."""
+        if not self.contains(key):
+            self.root.mkdir(parents=True, exist_ok=True)
+            with self.lock(key):
+                if not self.contains(key):  # nobody built it while this process waited
+                    self.save(key, build())
+        return self.load(key)
 
     def contains(self, key: str) -> bool:
         return (self.path(key) / "meta.json").is_file()
