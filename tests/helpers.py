@@ -138,6 +138,15 @@ class KillAtStep(L.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class SignalAtStep(L.Callback):
+    """Send SIGUSR1 to the process when training reaches optimizer step ``$BERTCLS_TEST_SIGNAL_AT_STEP``, as
+    SLURM's ``--signal=SIGUSR1@90`` does before a time limit."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
+        if trainer.global_step == int(os.environ["BERTCLS_TEST_SIGNAL_AT_STEP"]):
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
 def run_bertcls_process(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m bertcls ARGS`` as its own process (tests/ importable, for ``helpers`` callbacks)."""
     environment = os.environ | {"PYTHONPATH": str(REPO_ROOT / "tests")} | (env or {})

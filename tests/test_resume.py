@@ -83,6 +83,23 @@ def test_killed_and_resumed_run_ends_with_the_uninterrupted_runs_weights(
     assert_same_tensors(expected["lr_schedulers"], actual["lr_schedulers"], "lr_schedulers")
 
 
+def test_sigusr1_saves_at_the_next_step_stops_cleanly_and_the_resumed_run_matches(setup: dict) -> None:
+    """Preemption outside SLURM: the checkpoint is written after the signalled step, fit exits with status 0
+    (no requeue: no SLURM job), and resuming ends exactly where the uninterrupted run ends."""
+    folder, args, env = setup["folder"], setup["args"], setup["env"]
+    signaller = ["--trainer.callbacks+=helpers.SignalAtStep", "--experiment", "signalled"]
+    stopped = run_bertcls_process(*args, *signaller, cwd=folder, env=env | {"BERTCLS_TEST_SIGNAL_AT_STEP": "7"})
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert "SIGUSR1: saved" in stopped.stderr + stopped.stdout
+    assert last_checkpoint(folder, "signalled")["global_step"] == 8
+
+    resumed = run_bertcls_process(*args, "--experiment", "signalled", "--ckpt_path", "last", cwd=folder, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, actual = last_checkpoint(folder, "reference"), last_checkpoint(folder, "signalled")
+    assert actual["global_step"] == expected["global_step"]
+    assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")
+
+
 WRITER = """
 import sys, torch
 from bertcls.checkpoint_io import atomic_torch_save
