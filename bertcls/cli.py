@@ -92,7 +92,7 @@ def continue_named_run(config: Namespace, logger_args: Namespace) -> None:
         return
     folder = version if isinstance(version, str) else f"version_{version}"
     last = Path(logger_args.save_dir) / config.experiment / folder / "checkpoints" / "last.ckpt"
-    if last.is_file():
+    if last.exists():  # a file, or a folder (DeepSpeed checkpoints)
         rank_zero_info(f"Resuming from {last} (the run folder already holds a checkpoint).")
         config.ckpt_path = str(last)
 

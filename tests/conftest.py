@@ -20,6 +20,11 @@ os.environ["HF_DATASETS_CACHE"] = _HF_DATASETS_CACHE
 # One intra-op thread: the tiny model gains nothing from more, and on a 2-core machine shared with another
 # process, OpenMP threads spin-waiting on each other make a 4-second fit take a minute.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# DeepSpeed (optional extra), when installed on a machine without a GPU, prints a warning to stdout when it is
+# first imported (parsing a DeepSpeed strategy config imports it), which corrupts `--print_config`'s YAML.
+# Naming the accelerator it would pick anyway silences it.
+if not os.path.exists("/dev/nvidia0"):
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import logging  # noqa: E402
 from collections.abc import Iterator  # noqa: E402

@@ -147,6 +147,41 @@ class SignalAtStep(L.Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
+class RecordRank(L.Callback):
+    """On every (DDP) rank, save what this rank saw and ended with to ``$BERTCLS_TEST_RECORD_DIR/<fn>-rank<r>.pt``.
+
+    ``fn`` is the trainer function (``fit``, ``validate``). The file holds the world size, the source rows of
+    each training batch per epoch (``epochs[e][k]``), ``trainer.callback_metrics`` after the latest validation
+    (as floats) and, after fit, the model's ``state_dict``. Written at the end of fit, or of a ``validate`` run.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[list[list[int]]] = []
+        self.metrics: dict[str, float] = {}
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epochs.append([])
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
+        self.epochs[-1].append(batch["rows"].tolist())
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        if trainer.state.fn == "validate":
+            self._save(trainer, {})
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state = {name: tensor.detach().cpu().clone() for name, tensor in pl_module.state_dict().items()}
+        self._save(trainer, state)
+
+    def _save(self, trainer: L.Trainer, state_dict: dict[str, torch.Tensor]) -> None:
+        folder = Path(os.environ["BERTCLS_TEST_RECORD_DIR"])
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"world_size": trainer.world_size, "epochs": self.epochs, "metrics": self.metrics}
+        record["state_dict"] = state_dict
+        torch.save(record, folder / f"{trainer.state.fn.value}-rank{trainer.global_rank}.pt")
+
+
 def run_bertcls_process(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m bertcls ARGS`` as its own process (tests/ importable, for ``helpers`` callbacks)."""
     environment = os.environ | {"PYTHONPATH": str(REPO_ROOT / "tests")} | (env or {})

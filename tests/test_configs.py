@@ -1,29 +1,39 @@
 """Every YAML file under configs/ parses with the real CLI (``--print_config``; nothing is instantiated).
 
-Full configs (configs/*.yaml and configs/benchmarks/*.yaml) go through ``--config``; part files
-(configs/<group>/*.yaml) through their group's flag (``GROUP_FLAGS``). Parts may name other parts by
-relative path (a trainer file names its logger and callbacks files); the check follows those references.
-New files are picked up by the glob.
+Full configs (configs/*.yaml, configs/benchmarks/*.yaml, configs/recipes/*.yaml) go through ``--config``;
+part files (configs/<group>/*.yaml) through their group's flag (``GROUP_FLAGS``). Parts may name other parts
+by relative path (a trainer file names its logger, callbacks and strategy files); the check follows those
+references. New files are picked up by the glob.
+
+Strategy files are also instantiated, as the CLI does before building the Trainer. Parsing never needs the
+strategy's optional dependency (DeepSpeed is an extra that CI does not install): only instantiating a
+DeepSpeed strategy does, and that one test skips, saying so, when ``deepspeed`` is missing.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
 import yaml
 from helpers import CONFIGS
+from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.strategies import Strategy
 
 CONFIG_FILES = sorted(CONFIGS.rglob("*.yaml"))
-FULL_CONFIG_FOLDERS = {CONFIGS, CONFIGS / "benchmarks"}
+FULL_CONFIG_FOLDERS = {CONFIGS, CONFIGS / "benchmarks", CONFIGS / "recipes"}
 GROUP_FLAGS = {
     "model": "--model",
     "data": "--data",
     "trainer": "--trainer",
     "logger": "--trainer.logger",
     "callbacks": "--trainer.callbacks",
+    "strategy": "--trainer.strategy",
 }
+STRATEGY_FILES = sorted((CONFIGS / "strategy").glob("*.yaml"))
 
 
 def config_id(path: Path) -> str:
@@ -86,3 +96,33 @@ def test_config_file_parses(path: Path, cli, capsys: pytest.CaptureFixture[str],
         resolved = print_config(cli, capsys, GROUP_FLAGS[group], str(path))
         section = resolved["trainer"] if GROUP_FLAGS[group].startswith("--trainer.") else resolved
         assert_subset(expected, section[group], group)
+
+
+def test_recipes_and_strategies_are_found() -> None:
+    names = {config_id(path) for path in CONFIG_FILES}
+    assert {"recipes/bert-large-ddp.yaml", "recipes/bert-large-deepspeed.yaml", "trainer/gpu.yaml"} <= names
+    assert {path.stem for path in STRATEGY_FILES} >= {
+        "ddp",
+        "deepspeed-zero2",
+        "deepspeed-zero3",
+        "deepspeed-zero3-offload",
+        "fsdp",
+    }
+
+
+@pytest.mark.parametrize("path", STRATEGY_FILES, ids=config_id)
+def test_strategy_file_instantiates(path: Path) -> None:
+    """The file becomes the Strategy it names, through the same parser and instantiation as the CLI's."""
+    class_path = yaml.safe_load(path.read_text())["class_path"]
+    if "DeepSpeed" in class_path and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip(
+            f"SKIPPED ON PURPOSE: {config_id(path)} parses without DeepSpeed (test_config_file_parses checks it), "
+            "but building DeepSpeedStrategy needs the optional extra: pip install 'bertcls[deepspeed]'"
+        )
+    parser = LightningArgumentParser()
+    parser.add_lightning_class_args(L.Trainer, "trainer")
+    config = parser.parse_args(["--trainer.strategy", str(path)])
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+    strategy = instantiate(config).trainer.strategy
+    assert isinstance(strategy, Strategy), f"{path.name} was taken as {strategy!r}, not as a strategy spec"
+    assert f"{type(strategy).__module__}.{type(strategy).__name__}".endswith(class_path.rsplit(".", 1)[-1])

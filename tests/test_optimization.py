@@ -1,14 +1,20 @@
-"""AdamW parameter groups: no weight decay on biases and LayerNorm weights, layer-wise learning-rate decay."""
+"""AdamW parameter groups (no weight decay on biases and LayerNorm weights, layer-wise learning-rate decay), the
+schedule's length under gradient accumulation, and the optimizer under DeepSpeed's ZeRO-Offload."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
+import lightning as L
 import pytest
+from helpers import separable_frame, write_frame
+from test_cli_end_to_end import fit_args, run_in
 from torch import nn
 
 from bertcls.model.module import BertClassifier
-from bertcls.model.optimization import layer_depth, parameter_groups
+from bertcls.model.optimization import layer_depth, offloads_optimizer, parameter_groups
 
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.05
@@ -112,3 +118,87 @@ def test_plain_module_gets_one_depth() -> None:
         (0.1, 0.0, 3),
         (0.1, 0.01, 1),
     ]
+
+
+def test_no_decay_is_found_by_module_not_by_shape(model: BertClassifier) -> None:
+    """Under FSDP every parameter is a flat 1-D shard when ``configure_optimizers`` runs: decay must not change."""
+
+    def decay_of_each_parameter() -> dict[int, float]:
+        groups = parameter_groups(model, NUM_LAYERS, LEARNING_RATE, WEIGHT_DECAY, 1.0)
+        return {id(parameter): group["weight_decay"] for group in groups for parameter in group["params"]}
+
+    expected = decay_of_each_parameter()
+    originals = {name: parameter.data for name, parameter in model.named_parameters()}
+    try:
+        for parameter in model.parameters():
+            parameter.data = parameter.data.flatten()  # what FSDP's use_orig_params views look like
+        assert decay_of_each_parameter() == expected
+    finally:
+        for name, parameter in model.named_parameters():
+            parameter.data = originals[name]
+    assert set(expected.values()) == {0.0, WEIGHT_DECAY}
+
+
+# --- the schedule's length: gradient accumulation ---------------------------------------------------------
+class RecordLearningRates(L.Callback):
+    """``(global_step, learning rate)`` before every training batch, and once more after the last step.
+
+    Also used by ``test_convert`` (``--trainer.callbacks+=test_optimization.RecordLearningRates``).
+    """
+
+    records: list[tuple[int, float]] = []
+
+    @staticmethod
+    def record(trainer: L.Trainer) -> None:
+        rate = trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[-1]  # the top layers' (undecayed) rate
+        RecordLearningRates.records.append((trainer.global_step, rate))
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
+        self.record(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.record(trainer)
+
+
+def assert_schedule_ends_at_the_last_step(records: list[tuple[int, float]], expected_steps: int) -> None:
+    """Linear decay without warm-up: every batch before the last optimizer step trains at a rate above 0, and the
+    rate reaches 0 at that step. A schedule longer than the run would end above 0; a shorter one would reach 0
+    early and train at 0.
+    """
+    *during, (final_step, final_rate) = records
+    assert final_step == expected_steps
+    assert all(rate > 0 for step, rate in during if step < final_step), repr(during)
+    assert final_rate == 0.0
+    rates = [rate for _, rate in during]
+    assert rates == sorted(rates, reverse=True)
+
+
+def test_schedule_spans_the_optimizer_steps_with_gradient_accumulation(
+    tiny_model_dir: Path, real_words: list[str], tmp_path: Path
+) -> None:
+    """7 batches an epoch, 2 per step: Lightning closes each epoch with a step on the last, lone batch (4 an epoch)."""
+    task = SimpleNamespace(
+        train=write_frame(separable_frame(real_words, 7 * 16, seed=1), tmp_path / "train.csv"),
+        validation=write_frame(separable_frame(real_words, 32, seed=2), tmp_path / "dev.csv"),
+    )
+    RecordLearningRates.records.clear()
+    extra = ("--trainer.accumulate_grad_batches", "2", "--model.warmup_ratio", "0")
+    callback = "--trainer.callbacks+=test_optimization.RecordLearningRates"
+    assert run_in(tmp_path, *fit_args(tiny_model_dir, task, "accumulate", 2, *extra, callback)) is None
+    assert_schedule_ends_at_the_last_step(RecordLearningRates.records, expected_steps=2 * 4)
+    assert len(RecordLearningRates.records) == 2 * 7 + 1
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("deepspeed") is None,
+    reason="SKIPPED ON PURPOSE: DeepSpeedStrategy cannot be built without the optional extra "
+    "(pip install 'bertcls[deepspeed]'), which CI does not install",
+)
+def test_optimizer_offload_is_detected_from_the_strategy() -> None:
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    assert offloads_optimizer(DeepSpeedStrategy(stage=3, offload_optimizer=True, offload_parameters=True))
+    assert not offloads_optimizer(DeepSpeedStrategy(stage=2))
+    assert not offloads_optimizer(DeepSpeedStrategy(config={"zero_optimization": {"stage": 3}}))
+    assert offloads_optimizer(DeepSpeedStrategy(config={"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}))
+    assert not offloads_optimizer(object())

@@ -58,6 +58,9 @@ class Preemption(L.Callback):
             rank_zero_warn(f"{self.signal.name} received but no LastCheckpoint callback is configured: nothing saved.")
             raise Preempted(f"bertcls: stopped by {self.signal.name} without a checkpoint")
         path = last.save(trainer)
+        # `scontrol requeue` has SLURM SIGTERM every task at once. The state is saved: let each rank finish its
+        # exit rather than run Lightning's SIGTERM handler, which calls a collective from inside the handler.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         message = f"{self.signal.name}: saved {path} at step {trainer.global_step}"
         job = slurm_job_id()
         if self.requeue and job is not None and trainer.is_global_zero:

@@ -21,12 +21,16 @@ class RunSummary(L.Callback):
     def __init__(self) -> None:
         self._started = 0.0
         self._seconds = 0.0
+        self._log_dir: str | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._seconds = time.perf_counter() - self._started
+        # Here, on every rank: under DDP ``trainer.log_dir`` is a broadcast, which rank 0 alone (print_summary)
+        # would wait on forever (NCCL) or fail in once the other ranks have exited (gloo).
+        self._log_dir = trainer.log_dir
 
     @rank_zero_only
     def print_summary(self, trainer: L.Trainer) -> None:
@@ -46,7 +50,7 @@ class RunSummary(L.Callback):
             score = checkpoint.best_model_score
             best = f" ({checkpoint.monitor} = {float(score):.4f})" if score is not None else ""
             lines.append(f"best checkpoint{best}: {checkpoint.best_model_path}")
-        if trainer.log_dir:
-            lines.append(f"logs and config: {trainer.log_dir}")
+        if self._log_dir:
+            lines.append(f"logs and config: {self._log_dir}")
         lines.append("=" * 60)
         print("\n".join(lines), flush=True)

@@ -81,6 +81,11 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self._resume = (epoch, batches_done)
 
     @property
+    def batch_size(self) -> int:
+        """The largest batch; Lightning's DeepSpeed strategy reads it for its throughput logging."""
+        return self.max_batch_size
+
+    @property
     def sampler(self) -> LengthBucketBatchSampler:
         """Lightning calls ``set_epoch`` on ``batch_sampler.sampler``, never on the batch sampler itself."""
         return self

@@ -15,7 +15,7 @@ from transformers import get_linear_schedule_with_warmup
 from bertcls.errors import InputError
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY, tokenizer_files
 from bertcls.model.encoder import load_encoder, serializable_config
-from bertcls.model.optimization import parameter_groups
+from bertcls.model.optimization import adamw, parameter_groups, total_optimizer_steps
 from bertcls.model.pooling import Pooling
 from bertcls.tasks import HeadOptions, Task, TaskHead, TaskName, get_task
 
@@ -39,6 +39,8 @@ class BertClassifier(L.LightningModule):
         learning_rate, weight_decay, adam_epsilon: AdamW settings (no decay on biases and LayerNorm).
         warmup_ratio: share of all optimizer steps spent warming up linearly, before linear decay to 0.
         layerwise_lr_decay: layer i of L trains at ``lr * decay ** (L + 1 - i)`` (1.0 turns it off).
+        gradient_checkpointing: recompute the encoder layers' activations in the backward pass instead of
+            keeping them: same loss and gradients, far less activation memory, about a third more compute.
         encoder_config: the encoder's architecture, saved automatically so a checkpoint rebuilds it.
     """
 
@@ -58,11 +60,14 @@ class BertClassifier(L.LightningModule):
         adam_epsilon: float = 1e-8,
         warmup_ratio: float = 0.1,
         layerwise_lr_decay: float = 1.0,
+        gradient_checkpointing: bool = False,
         encoder_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = load_encoder(model_name, encoder_config, keep_pooler=pooling == "pooler")
+        self.encoder = load_encoder(
+            model_name, encoder_config, keep_pooler=pooling == "pooler", gradient_checkpointing=gradient_checkpointing
+        )
         self.hparams.encoder_config = serializable_config(self.encoder)
         self.task: Task | None = get_task(task) if task else None
         self.head: TaskHead | None = None
@@ -183,8 +188,9 @@ class BertClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         values = self.test_evaluator.compute(self.head)
         self.log_dict(values, sync_dist=True)
+        # On every rank: under DDP ``trainer.log_dir`` is a broadcast (rank 0 alone would wait on it forever).
+        output_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         if self.trainer.is_global_zero:
-            output_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
             report = self.test_evaluator.report(output_dir)
             if report:
                 rank_zero_info("\n" + report)
@@ -204,8 +210,7 @@ class BertClassifier(L.LightningModule):
         groups = parameter_groups(
             self, self.encoder.config.num_hidden_layers, hp.learning_rate, hp.weight_decay, hp.layerwise_lr_decay
         )
-        # The fused kernel (CPU and CUDA) steps all parameters at once: about 7x faster than foreach on a CPU.
-        optimizer = torch.optim.AdamW(groups, lr=hp.learning_rate, eps=hp.adam_epsilon, fused=True)
-        total_steps = int(self.trainer.estimated_stepping_batches)
+        optimizer = adamw(groups, hp.learning_rate, hp.adam_epsilon, self.trainer.strategy)
+        total_steps = total_optimizer_steps(self.trainer)  # accumulate_grad_batches and devices included
         scheduler = get_linear_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total_steps), total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
