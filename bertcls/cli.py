@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -61,6 +62,8 @@ class BertClsCLI(LightningCLI):
         # One task for both: a checkpoint's (restored into model.task) wins over the data config's.
         config.model.task = config.model.task or config.data.task
         config.data.task = config.model.task
+        if SLURMEnvironment.detect():
+            check_slurm_tasks(config.trainer.devices, config.trainer.num_nodes)
         if self.subcommand == "fit" and logger_args is not None and hasattr(logger_args, "version"):
             if logger_args.version is None and SLURMEnvironment.detect():
                 # A requeued job must log into, and resume from, the folder of its first run.
@@ -80,6 +83,19 @@ class BertClsCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, RunSummary):
                 callback.print_summary(self.trainer)
+
+
+def check_slurm_tasks(devices: object, num_nodes: int) -> None:
+    """Under ``srun`` each task is one rank: the trainer must expect exactly as many, or every task trains
+    alone, in the same folder, and Lightning says nothing."""
+    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    per_node = len(devices) if isinstance(devices, list) else devices
+    if isinstance(per_node, int) and per_node * num_nodes != tasks:
+        raise InputError(
+            f"this SLURM job has {tasks} tasks but the trainer expects {num_nodes} node(s) x {per_node} device(s). "
+            "Start one task per device (--ntasks-per-node = devices) or pass --trainer.devices and "
+            "--trainer.num_nodes after --config (the slurm/ scripts do)."
+        )
 
 
 def continue_named_run(config: Namespace, logger_args: Namespace) -> None:
@@ -147,6 +163,8 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r".*custom batch sampler `LengthBucketBatchSampler`")
     # test/validate/predict from a checkpoint of another folder: the checkpoint callbacks' state is not needed.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    # Not true here: the data module restores the sampler's position, so a mid-epoch resume replays nothing.
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning 2.6
     logging.getLogger("lightning.pytorch").addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
     try:

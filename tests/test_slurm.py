@@ -286,3 +286,19 @@ def test_job_array_runs_one_sweep_line_per_task_each_in_its_own_folder(
         assert last_checkpoint(run_folder)["global_step"] == math.ceil(96 / BATCH_SIZE)
         out = (tmp_path / f"test-sweep-{job}_{task}.out").read_text()
         assert f"sweep line: --model.learning_rate {learning_rate}" in out
+
+
+@pytest.mark.parametrize(("devices", "num_nodes", "tasks", "ok"), [(2, 1, 2, True), (1, 1, 2, False), (4, 2, 8, True)])
+def test_a_task_count_that_differs_from_the_trainers_ranks_is_refused(
+    monkeypatch: pytest.MonkeyPatch, devices: int, num_nodes: int, tasks: int, ok: bool
+) -> None:
+    """Without the check, each of the job's tasks silently trains alone in the same run folder."""
+    from bertcls.cli import check_slurm_tasks
+    from bertcls.errors import InputError
+
+    monkeypatch.setenv("SLURM_NTASKS", str(tasks))
+    if ok:
+        check_slurm_tasks(devices, num_nodes)
+    else:
+        with pytest.raises(InputError, match="2 tasks but the trainer expects 1 node"):
+            check_slurm_tasks(devices, num_nodes)
