@@ -273,6 +273,9 @@ def zero(
     extra = ("--model.learning_rate", "3e-3", "--trainer.strategy", strategy)
     run = fit(folder, tiny_model_dir, task, "zero", *extra, process=True)
     assert (run.last / "checkpoint").is_dir(), "DeepSpeed writes a folder"
+    # Folders go into two slots in turn, and last.ckpt links to the newest complete one.
+    assert run.last.is_symlink() and os.readlink(run.last) in ("last-a.ckpt", "last-b.ckpt")
+    assert {path.name for path in run.last.parent.glob("last-*.ckpt")} == {"last-a.ckpt", "last-b.ckpt"}
     run.stage = request.param
     return run
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.strategies import DeepSpeedStrategy, Strategy
 from lightning.pytorch.trainer.states import TrainerFn
 
 
 class LastCheckpoint(Checkpoint):
     """Write ``<run>/checkpoints/last.ckpt`` every ``every_n_train_steps`` optimizer steps and after every epoch.
 
-    Each write replaces the previous one atomically (with ``bertcls.checkpoint_io.AtomicCheckpointIO``).
+    Each write replaces the previous one atomically: a file through ``bertcls.checkpoint_io.AtomicCheckpointIO``;
+    a checkpoint folder (DeepSpeed, sharded FSDP), which cannot be renamed over another, goes into one of two
+    slots in turn (``last-a.ckpt``, ``last-b.ckpt``) and ``last.ckpt`` becomes a symbolic link to the slot
+    once it is complete, so a kill during the write leaves the link on the previous, whole checkpoint.
     Together with the data module's sampler position and the step-seeded dropout, a run killed at any
     moment and resumed from this file ends with the weights of an uninterrupted run, having lost at most
     ``every_n_train_steps`` steps of work. ``0`` saves at epoch ends only.
@@ -37,7 +43,10 @@ class LastCheckpoint(Checkpoint):
     def save(self, trainer: L.Trainer) -> Path:
         """Write the current state now (all ranks must call this: the save is collective)."""
         path = self.path(trainer)
-        trainer.save_checkpoint(path)
+        if writes_folders(trainer.strategy):
+            save_into_slot(trainer, path)
+        else:
+            trainer.save_checkpoint(path)
         self._saved_at = trainer.global_step
         self.saved_path = path
         return path
@@ -50,3 +59,25 @@ class LastCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             self.save(trainer)
+
+
+def writes_folders(strategy: Strategy) -> bool:
+    """Whether the strategy saves a checkpoint as a folder of shards rather than as one file."""
+    # Lightning has no public flag for it; FSDP's choice is its (private) ``_state_dict_type``.
+    return isinstance(strategy, DeepSpeedStrategy) or getattr(strategy, "_state_dict_type", None) == "sharded"
+
+
+def save_into_slot(trainer: L.Trainer, link: Path) -> None:
+    """Save into the slot ``link`` does not point to, then point ``link`` at it (an atomic rename of a link)."""
+    slots = [link.with_name(f"{link.stem}-{name}{link.suffix}") for name in ("a", "b")]
+    current = os.readlink(link) if link.is_symlink() else None
+    slot = slots[1] if current == slots[0].name else slots[0]
+    trainer.save_checkpoint(slot)  # collective: every rank has read the link before any goes on
+    if trainer.is_global_zero:
+        if link.exists() and not link.is_symlink():  # a folder written before slots were used
+            shutil.rmtree(link)
+        staged = link.with_name(f".{link.name}.link")
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(slot.name)
+        os.replace(staged, link)
+    trainer.strategy.barrier("LastCheckpoint.save_into_slot")
