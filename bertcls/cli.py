@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -154,6 +155,18 @@ def cli_options() -> dict[str, Any]:
     }
 
 
+def leave_process_group() -> None:
+    """After a successful run, leave the process group together, while the interpreter is still whole.
+
+    Left to Lightning's exit hook, a gloo group torn down during interpreter shutdown sometimes aborts the
+    process ("terminate called without an active exception") after all the work is done (about 1 run in 10
+    of 2-process CPU DDP here).
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main(args: list[str] | None = None) -> None:
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] in TOOL_COMMANDS:
@@ -169,6 +182,7 @@ def main(args: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch").addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
     try:
         BertClsCLI(BertClassifier, ClassificationDataModule, **cli_options(), args=args)
+        leave_process_group()
     except InputError as error:  # bad input: the message says where and how to fix it; no traceback
         kind = "data error" if isinstance(error, DataError) else "error"
         raise SystemExit(f"bertcls: {kind}: {error}") from error
