@@ -63,10 +63,11 @@ class BertClsCLI(LightningCLI):
         # One task for both: a checkpoint's (restored into model.task) wins over the data config's.
         config.model.task = config.model.task or config.data.task
         config.data.task = config.model.task
-        if SLURMEnvironment.detect():
+        in_slurm_job = SLURMEnvironment.detect()
+        if in_slurm_job:
             check_slurm_tasks(config.trainer.devices, config.trainer.num_nodes)
         if self.subcommand == "fit" and logger_args is not None and hasattr(logger_args, "version"):
-            if logger_args.version is None and SLURMEnvironment.detect():
+            if logger_args.version is None and in_slurm_job:
                 # A requeued job must log into, and resume from, the folder of its first run.
                 logger_args.version = f"slurm-{slurm_job_id()}"
             if config.ckpt_path == "last":

@@ -129,22 +129,14 @@ class RecordSteps(L.Callback):
         RecordSteps.runs[-1].update(end_epoch=trainer.current_epoch, end_step=trainer.global_step)
 
 
-class KillAtStep(L.Callback):
-    """SIGKILL the process when training reaches optimizer step ``$BERTCLS_TEST_KILL_AT_STEP``: no warning,
-    no clean-up, as when a node dies or a scheduler's grace period ends."""
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
-        if trainer.global_step == int(os.environ["BERTCLS_TEST_KILL_AT_STEP"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 class SignalAtStep(L.Callback):
-    """Send SIGUSR1 to the process when training reaches optimizer step ``$BERTCLS_TEST_SIGNAL_AT_STEP``, as
-    SLURM's ``--signal=SIGUSR1@90`` does before a time limit."""
+    """Send ``$BERTCLS_TEST_SIGNAL`` (default SIGUSR1, as SLURM's ``--signal=SIGUSR1@90`` before a time limit;
+    SIGKILL: no warning, no clean-up, as when a node dies) to the process when training reaches optimizer
+    step ``$BERTCLS_TEST_SIGNAL_AT_STEP``."""
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
         if trainer.global_step == int(os.environ["BERTCLS_TEST_SIGNAL_AT_STEP"]):
-            os.kill(os.getpid(), signal.SIGUSR1)
+            os.kill(os.getpid(), signal.Signals[os.environ.get("BERTCLS_TEST_SIGNAL", "SIGUSR1")])
 
 
 class RecordRank(L.Callback):

@@ -68,8 +68,9 @@ def test_killed_and_resumed_run_ends_with_the_uninterrupted_runs_weights(
 ) -> None:
     folder, args, env = setup["folder"], setup["args"], setup["env"]
     experiment = f"killed-at-{kill_at_step}"
-    killer = ["--trainer.callbacks+=helpers.KillAtStep", "--experiment", experiment]
-    killed = run_bertcls_process(*args, *killer, cwd=folder, env=env | {"BERTCLS_TEST_KILL_AT_STEP": str(kill_at_step)})
+    killer = ["--trainer.callbacks+=helpers.SignalAtStep", "--experiment", experiment]
+    kill = {"BERTCLS_TEST_SIGNAL": "SIGKILL", "BERTCLS_TEST_SIGNAL_AT_STEP": str(kill_at_step)}
+    killed = run_bertcls_process(*args, *killer, cwd=folder, env=env | kill)
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert last_checkpoint(folder, experiment)["global_step"] == resumes_from_step
 

@@ -48,8 +48,9 @@ class Preemption(L.Callback):
             signal.signal(self.signal, self._previous_handler)
             self._previous_handler = None
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
-        batch_idx = args[-1]
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
+    ) -> None:
         at_step_boundary = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
         if not at_step_boundary or not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
             return

@@ -89,7 +89,6 @@ def convert(argv: list[str]) -> dict[str, Any]:
     check_output(options.hf_folder, options.overwrite, "--hf-folder")
     checkpoint = load_checkpoint(options.checkpoint)
     if options.to is not None:
-        options.to.parent.mkdir(parents=True, exist_ok=True)
         atomic_torch_save(checkpoint, options.to)
         print(f"plain checkpoint: {options.to}")
     if options.hf_folder is not None:

@@ -14,7 +14,6 @@ model: that would load its weights), then:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -33,7 +32,7 @@ from jsonargparse import Namespace, strip_meta
 
 from bertcls.cli import BertClsCLI, cli_options
 from bertcls.data.datamodule import ClassificationDataModule
-from bertcls.data.sources import SplitSource, load_hub_split
+from bertcls.data.sources import SplitSource, file_sha256, load_hub_split
 from bertcls.errors import DataError, InputError
 from bertcls.model.module import BertClassifier
 from bertcls.paths import PACKAGE_SCHEME, resolve_location
@@ -176,12 +175,8 @@ def local_file(option: str, name: str) -> dict[str, Any]:
         raise InputError(
             f"{option} '{name}': file not found{where}. Fix the path in your config, or pass --{option} PATH."
         )
-    digest = hashlib.sha256()
-    with open(resolved, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     source = "package" if name.startswith(PACKAGE_SCHEME) else "local"
-    return artefact("file", option, name, source, resolved.resolve(), sha256=digest.hexdigest())
+    return artefact("file", option, name, source, resolved.resolve(), sha256=file_sha256(resolved))
 
 
 def fetch(kind: str, option: str, name: str, revision: str | None, cache_dir: Path | None) -> dict[str, Any]:
@@ -275,14 +270,14 @@ def hub_dataset(split: str, source: SplitSource) -> dict[str, Any]:
 def tokenize(datamodule: ClassificationDataModule) -> dict[str, Any]:
     """Encode the splits ``fit`` reads (or, without training data, the splits the config has) into the cache.
 
-    ``setup`` without a trainer is the public path that builds missing entries and loads them.
+    ``build_cache`` encodes exactly the splits ``setup`` of that stage would read.
     """
     sources = datamodule.sources
     stages = ["fit"] if "train" in sources else [stage for stage, split in OTHER_STAGES.items() if split in sources]
     root = datamodule.cache.root
     before = cache_entries(root)
     for stage in stages:
-        datamodule.setup(stage)
+        datamodule.build_cache(stage)
     return {"path": str(root.resolve()), "stages": stages, "built": sorted(cache_entries(root) - before)}
 
 

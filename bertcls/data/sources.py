@@ -148,11 +148,16 @@ def source_fingerprint(source: SplitSource) -> str:
     if source.is_hub:
         dataset = load_hub_split(source)
         return f"hub:{source.location}:{source.hub_config}:{source.hub_split}:{dataset._fingerprint}"
+    return f"file:{file_sha256(existing_file(source.location))}"
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content, read in 1 MB blocks."""
     digest = hashlib.sha256()
-    with open(existing_file(source.location), "rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return f"file:{digest.hexdigest()}"
+    return digest.hexdigest()
 
 
 def read_source(source: SplitSource, options: ReadOptions = ReadOptions()) -> pd.DataFrame:

@@ -143,6 +143,9 @@ class Task(ABC):
     txt_format: ClassVar[str] = "tsv"  # how a ``.txt`` data file is read
     # Columns aligned with the word pieces (padded like input_ids) and their padding value.
     padded_columns: ClassVar[dict[str, int]] = {}
+    # Built with (hidden_size, num_labels, HeadOptions) and (label_names, prefix, detailed).
+    head_class: ClassVar[type[TaskHead]]
+    evaluator_class: ClassVar[type[Evaluator]]
 
     # --- data ----------------------------------------------------------------------------------
     @abstractmethod
@@ -181,15 +184,15 @@ class Task(ABC):
         """How often each label occurs in a training set, and how many labelled units (texts or words) it has."""
 
     # --- model ---------------------------------------------------------------------------------
-    @abstractmethod
-    def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead: ...
+    def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead:
+        return self.head_class(hidden_size, num_labels, options)
 
     def balanced_weights(self, counts: np.ndarray, total: int) -> torch.Tensor:
         """Loss weights for ``class_weights: balanced`` from ``label_counts``: inverse label frequency."""
         return inverse_frequency(counts, total)
 
-    @abstractmethod
-    def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator: ...
+    def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator:
+        return self.evaluator_class(label_names, prefix, detailed)
 
     @abstractmethod
     def prediction_records(

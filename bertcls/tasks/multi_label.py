@@ -310,6 +310,8 @@ class MultiLabelTask(Task):
 
     name = "multi_label"
     monitor = "val/macro_f1"
+    head_class = MultiLabelHead
+    evaluator_class = MultiLabelEvaluator
 
     def columns(self, spec: DataSpec, labelled: bool, available: Sequence[str]) -> list[str]:
         texts = [spec.text_column] + ([spec.text_pair_column] if spec.text_pair_column else [])
@@ -363,16 +365,10 @@ class MultiLabelTask(Task):
         _, values = dataset.lists["labels"]
         return values.reshape(len(dataset), num_labels).sum(axis=0, dtype=np.int64), len(dataset)
 
-    def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead:
-        return MultiLabelHead(hidden_size, num_labels, options)
-
     def balanced_weights(self, counts: np.ndarray, total: int) -> torch.Tensor:
         """Positive-class weights: negatives / positives per label, clamped to ``POS_WEIGHT_RANGE``."""
         positives = torch.as_tensor(counts, dtype=torch.float)
         return ((total - positives) / positives.clamp(min=1)).clamp(*POS_WEIGHT_RANGE)
-
-    def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator:
-        return MultiLabelEvaluator(label_names, prefix, detailed)
 
     def prediction_records(
         self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset

@@ -103,6 +103,8 @@ class SingleLabelTask(Task):
 
     name = "single_label"
     monitor = "val/accuracy"
+    head_class = SingleLabelHead
+    evaluator_class = SingleLabelEvaluator
 
     def text_pair_column(self, spec: DataSpec) -> str | None:
         return spec.text_pair_column
@@ -144,12 +146,6 @@ class SingleLabelTask(Task):
 
     def label_counts(self, dataset: TokenizedDataset, num_labels: int) -> tuple[np.ndarray, int]:
         return np.bincount(dataset.scalars["labels"], minlength=num_labels), len(dataset)
-
-    def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead:
-        return SingleLabelHead(hidden_size, num_labels, options)
-
-    def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator:
-        return SingleLabelEvaluator(label_names, prefix, detailed)
 
     def prediction_records(
         self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset

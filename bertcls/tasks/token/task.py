@@ -19,7 +19,7 @@ from bertcls.data.encoding import ENCODE_BATCH_SIZE, EncodedSplit, check_texts, 
 from bertcls.data.labels import LabelVocabulary
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import InputError
-from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, Task, TaskHead
+from bertcls.tasks.base import DataSpec, HeadOptions, Task, TaskHead
 from bertcls.tasks.token.alignment import (
     IGNORED,
     NO_WORD,
@@ -94,6 +94,8 @@ class TokenTask(Task):
     monitor = "val/entity_f1"
     txt_format = "conll"
     padded_columns = {"labels": IGNORED, "word_ids": NO_WORD}
+    head_class = TokenHead
+    evaluator_class = TokenEvaluator
 
     def columns(self, spec: DataSpec, labelled: bool, available: Sequence[str]) -> list[str]:
         if labelled:
@@ -181,12 +183,6 @@ class TokenTask(Task):
         labels = dataset.lists["labels"][1]
         labelled = labels[labels != IGNORED]
         return np.bincount(labelled, minlength=num_labels), len(labelled)
-
-    def build_head(self, hidden_size: int, num_labels: int, options: HeadOptions) -> TaskHead:
-        return TokenHead(hidden_size, num_labels, options)
-
-    def evaluator(self, label_names: list[str], prefix: str, detailed: bool) -> Evaluator:
-        return TokenEvaluator(label_names, prefix, detailed)
 
     def prediction_records(
         self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset
