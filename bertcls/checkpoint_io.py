@@ -8,38 +8,18 @@ and a job killed during the copy leaves a truncated ``last.ckpt``: the one file 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from bertcls.atomic_files import atomic_write
+
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` into a hidden file beside ``path``, flushed to disk, then renamed over ``path``.
-
-    A reader sees the old file or the new one, never a mixture. Staging files left by a killed writer
-    are removed by the next save of the same path.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.*.partial"):
-        stale.unlink(missing_ok=True)
-    staging = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        with open(staging, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(staging, target)
-    finally:
-        staging.unlink(missing_ok=True)
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash of the node
-    finally:
-        os.close(directory)
+    """``torch.save`` that leaves the old file or the new one, never a mixture (see ``atomic_write``)."""
+    atomic_write(path, lambda file: torch.save(payload, file))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

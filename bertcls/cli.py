@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,36 +16,55 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
+from datasets import disable_progress_bars as disable_datasets_progress_bars
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities import rank_zero_info
+from transformers.utils import logging as hf_logging
 
+from bertcls.atomic_files import atomic_write_text
 from bertcls.callbacks import PredictionWriter, RunSummary
-from bertcls.callbacks.preemption import slurm_job_id
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.encoding import default_cache_dir
 from bertcls.errors import DataError, InputError
 from bertcls.model.bundled_tokenizer import restore_bundled_tokenizer
 from bertcls.model.module import BertClassifier
+from bertcls.run_folder import DEFAULT_EXPERIMENT, assign_run_folder, check_slurm_tasks
+from bertcls.run_info import run_info
 
 
 class SaveConfigToRunFolder(SaveConfigCallback):
-    """Save the resolved config as ``config.yaml`` in the run's log folder, and nowhere else.
+    """Save the resolved config in the run folder (``config.yaml`` for ``fit``, ``config-<command>.yaml`` for the
+    others), with ``run_info.yaml`` (git commit, packages, hardware); log both to W&B and TensorBoard.
 
-    Without a logger Lightning would write it into the working directory, over any file of that name.
+    Without a logger Lightning would write the config into the working directory, over any file of that name.
     """
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if trainer.logger is not None:
-            super().setup(trainer, pl_module, stage)
+        if trainer.logger is None:
+            return
+        command = getattr(stage, "value", stage)  # Lightning passes its TrainerFn enum
+        self.config_filename = "config.yaml" if command == "fit" else f"config-{command}.yaml"
+        self.run_folder = Path(trainer.log_dir)  # on every rank: a broadcast under DDP; save_config runs on rank 0
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        info = run_info(trainer)
+        atomic_write_text(self.run_folder / "run_info.yaml", yaml.safe_dump(info, sort_keys=False))
+        resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            if not isinstance(logger, LightningCSVLogger):  # the CSV logger's folder holds both files already
+                logger.log_hyperparams({"config": resolved, "run": info, "command": getattr(stage, "value", stage)})
 
 
 class BertClsCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--experiment",
-            default="default",
+            default=DEFAULT_EXPERIMENT,
             help="Run name: outputs go to <logger save_dir>/<experiment>/<version>/ (it sets the logger's name).",
         )
         # The tokenizer must be the encoder's, and a model restored from a checkpoint brings its labels.
@@ -57,23 +75,14 @@ class BertClsCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        logger_args = getattr(config.trainer.logger, "init_args", None)
-        if logger_args is not None and hasattr(logger_args, "name"):
-            logger_args.name = config.experiment
         # One task for both: a checkpoint's (restored into model.task) wins over the data config's.
         config.model.task = config.model.task or config.data.task
         config.data.task = config.model.task
-        in_slurm_job = SLURMEnvironment.detect()
-        if in_slurm_job:
+        if SLURMEnvironment.detect():
             check_slurm_tasks(config.trainer.devices, config.trainer.num_nodes)
-        if self.subcommand == "fit" and logger_args is not None and hasattr(logger_args, "version"):
-            if logger_args.version is None and in_slurm_job:
-                # A requeued job must log into, and resume from, the folder of its first run.
-                logger_args.version = f"slurm-{slurm_job_id()}"
-            if config.ckpt_path == "last":
-                resolve_resume(config, logger_args)
-            elif config.ckpt_path is None:
-                continue_named_run(config, logger_args)
+        assign_run_folder(config, self.subcommand)
+        if config.trainer.enable_progress_bar is False:  # Lightning refuses a progress-bar callback then
+            config.trainer.callbacks = [entry for entry in config.trainer.callbacks or [] if not is_progress_bar(entry)]
         if config.ckpt_path and Path(config.ckpt_path).is_file():
             # The checkpoint's own tokenizer: the training run's model folder or hub name may be gone.
             cache_root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
@@ -87,57 +96,16 @@ class BertClsCLI(LightningCLI):
                 callback.print_summary(self.trainer)
 
 
-def check_slurm_tasks(devices: object, num_nodes: int) -> None:
-    """Under ``srun`` each task is one rank: the trainer must expect exactly as many, or every task trains
-    alone, in the same folder, and Lightning says nothing."""
-    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
-    per_node = len(devices) if isinstance(devices, list) else devices
-    if isinstance(per_node, int) and per_node * num_nodes != tasks:
-        raise InputError(
-            f"this SLURM job has {tasks} tasks but the trainer expects {num_nodes} node(s) x {per_node} device(s). "
-            "Start one task per device (--ntasks-per-node = devices) or pass --trainer.devices and "
-            "--trainer.num_nodes after --config (the slurm/ scripts do)."
-        )
-
-
-def continue_named_run(config: Namespace, logger_args: Namespace) -> None:
-    """A run given an explicit version (or a SLURM job's) resumes from that folder's ``last.ckpt``, if any.
-
-    Starting afresh there would mix two runs' checkpoints and metrics in one folder.
-    """
-    version = logger_args.version
-    if version is None or not hasattr(logger_args, "save_dir"):
-        return
-    folder = version if isinstance(version, str) else f"version_{version}"
-    last = Path(logger_args.save_dir) / config.experiment / folder / "checkpoints" / "last.ckpt"
-    if last.exists():  # a file, or a folder (DeepSpeed checkpoints)
-        rank_zero_info(f"Resuming from {last} (the run folder already holds a checkpoint).")
-        config.ckpt_path = str(last)
-
-
-def resolve_resume(config: Namespace, logger_args: Namespace | None) -> None:
-    """``--ckpt_path last``: find the newest ``last.ckpt`` of this experiment and log into its version.
-
-    Lightning alone would look only in a new, empty version folder and silently start from scratch.
-    """
-    if logger_args is None or not hasattr(logger_args, "save_dir"):
-        return
-    experiment = Path(logger_args.save_dir) / config.experiment
-    candidates = sorted(experiment.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
-    if not candidates:
-        raise SystemExit(
-            f"--ckpt_path last: no last.ckpt under {experiment}/*/checkpoints/. "
-            "Start a new run without --ckpt_path, or give the checkpoint file's path."
-        )
-    latest = candidates[-1]
-    config.ckpt_path = str(latest)
-    logger_args.version = latest.parent.parent.name
+def is_progress_bar(callback_config: Namespace) -> bool:
+    module, _, name = getattr(callback_config, "class_path", "").rpartition(".")
+    return bool(module) and issubclass(getattr(importlib.import_module(module), name), ProgressBar)
 
 
 # bertcls' own commands beside Lightning's fit/validate/test/predict: name -> module with ``main(argv)``.
 TOOL_COMMANDS = {
     "download": "bertcls.commands.download",
     "convert": "bertcls.commands.convert",
+    "sweep-lines": "bertcls.commands.sweep_lines",
 }
 
 
@@ -180,6 +148,9 @@ def main(args: list[str] | None = None) -> None:
     # Not true here: the data module restores the sampler's position, so a mid-epoch resume replays nothing.
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning 2.6
+    if not sys.stderr.isatty():  # log files (SLURM): no carriage-return progress bars from the Hugging Face libraries
+        hf_logging.disable_progress_bar()
+        disable_datasets_progress_bars()
     logging.getLogger("lightning.pytorch").addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
     try:
         BertClsCLI(BertClassifier, ClassificationDataModule, **cli_options(), args=args)

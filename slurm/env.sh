@@ -32,7 +32,8 @@ fi
 
 # ---- 3. Compute nodes without internet -----------------------------------------------------------------------
 # Models, tokenizers and hub data sets come from the caches that `bertcls download --config ...` filled on a
-# login node (docs/offline-nodes.md); W&B logs locally, `wandb sync` uploads them later from a login node.
+# login node (docs/offline-nodes.md); W&B logs into the run folder, `bash slurm/wandb-sync.sh` uploads the runs
+# later from a login node (without WANDB_MODE, the W&B logger goes online by itself where it can).
 # On a cluster whose compute nodes do reach the internet, export HF_HUB_OFFLINE=0 (etc.) before sbatch.
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 export HF_DATASETS_OFFLINE=${HF_DATASETS_OFFLINE:-1}

@@ -15,8 +15,15 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-_HF_DATASETS_CACHE = tempfile.mkdtemp(prefix="bertcls-tests-hf-datasets-")
-os.environ["HF_DATASETS_CACHE"] = _HF_DATASETS_CACHE
+_SESSION_TMP = tempfile.mkdtemp(prefix="bertcls-tests-")
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_TMP, "hf-datasets")
+# W&B: no credentials and no forced mode (the logger must find out by itself that it is offline), and its
+# settings, caches and artifact staging in the same temporary folder, never in the user's home.
+for _name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_DIR"):
+    os.environ.pop(_name, None)
+for _name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+    os.environ[_name] = os.path.join(_SESSION_TMP, _name.lower())
+os.environ["NETRC"] = os.path.join(_SESSION_TMP, "no-netrc")
 # One intra-op thread: the tiny model gains nothing from more, and on a 2-core machine shared with another
 # process, OpenMP threads spin-waiting on each other make a 4-second fit take a minute.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -35,7 +42,7 @@ from helpers import CUES, MINILM, SHARED_DATA, run_cli  # noqa: E402
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    shutil.rmtree(_HF_DATASETS_CACHE, ignore_errors=True)
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
 # --- real tokenizer and tiny model ------------------------------------------------------------

@@ -178,5 +178,6 @@ def run_bertcls_process(*args: object, cwd: Path, env: dict[str, str] | None = N
     """Run ``python -m bertcls ARGS`` as its own process (tests/ importable, for ``helpers`` callbacks)."""
     environment = os.environ | {"PYTHONPATH": str(REPO_ROOT / "tests")} | (env or {})
     environment.pop("PL_GLOBAL_SEED", None)
+    environment.pop("WANDB_SERVICE", None)  # set by an in-process W&B run of this test session: not to be shared
     command = [sys.executable, "-m", "bertcls", *map(str, args)]
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)

@@ -185,7 +185,7 @@ def test_test_command_needs_only_checkpoint_and_test_file(
         assert logged[f"test/recall/{name}"] == pytest.approx(recall, abs=5e-5)
         assert logged[f"test/f1/{name}"] == pytest.approx(f1, abs=5e-5)
     assert report_accuracy >= 0.95
-    image = run_dir / "logs" / "default" / "version_0" / "confusion_matrix_test.png"
+    image = run_dir / "logs" / "default" / "version_0" / "test_confusion_matrix.png"
     assert image.read_bytes()[:8] == PNG_MAGIC
 
 

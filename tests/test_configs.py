@@ -23,7 +23,7 @@ from helpers import CONFIGS
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.strategies import Strategy
 
-CONFIG_FILES = sorted(CONFIGS.rglob("*.yaml"))
+CONFIG_FILES = sorted(path for path in CONFIGS.rglob("*.yaml") if path.parent.name != "sweeps")  # W&B: test_sweeps
 FULL_CONFIG_FOLDERS = {CONFIGS, CONFIGS / "benchmarks", CONFIGS / "recipes"}
 GROUP_FLAGS = {
     "model": "--model",

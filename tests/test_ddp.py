@@ -23,12 +23,14 @@ import pytest
 import torch
 from helpers import CONFIGS, run_bertcls_process, separable_frame, write_frame
 from transformers import BertModel
+from wandb_files import offline_runs
 
 TRAIN_ROWS, VALIDATION_ROWS, EPOCHS = 200, 70, 2
 BATCH_SIZE = 8  # per rank: global batch 16, 13 steps of 15-16 examples, shared 7/8 or 8/8
 STEPS = math.ceil(TRAIN_ROWS / (2 * BATCH_SIZE))
 # Validation (eval batch 2 x 8 per rank): 3 steps of 24/23/23 examples, so the ranks hold uneven shares.
 METRICS = ("val/accuracy", "val/macro_f1", "val/f1_positive", "val/loss")
+WANDB_LOGGER = CONFIGS / "logger" / "wandb.yaml"  # offline here: no API key
 RECORDED_VALIDATIONS = [("ddp", "fit", 2), ("validate-1", "validate", 1), ("validate-2", "validate", 2)]
 
 
@@ -62,7 +64,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, real_wo
         return result.stdout + result.stderr
 
     outputs = {
-        "ddp": run("ddp", *fit, *ddp, record, "--data.batch_size", BATCH_SIZE),
+        "ddp": run("ddp", *fit, *ddp, record, "--data.batch_size", BATCH_SIZE, "--trainer.logger", WANDB_LOGGER),
         "single": run("single", *fit, *single, record, "--data.batch_size", 2 * BATCH_SIZE),
     }
     last = folder / "checkpoints" / "ddp" / "version_0" / "checkpoints" / "last.ckpt"
@@ -135,7 +137,20 @@ def test_rank_zero_output_waits_on_no_other_rank(runs: SimpleNamespace) -> None:
     the other rank has moved on (gloo: a crash; NCCL: a hang until the time-out)."""
     assert f"logs and config: {Path('checkpoints', 'ddp', 'version_0')}" in runs.outputs["ddp"]
     assert runs.outputs["test-2"].count("Test classification report") == 1
-    assert (runs.folder / "checkpoints" / "test-2" / "version_0" / "confusion_matrix_test.png").is_file()
+    assert (runs.folder / "checkpoints" / "test-2" / "version_0" / "test_confusion_matrix.png").is_file()
+
+
+def test_only_rank_zero_logs_to_wandb(runs: SimpleNamespace) -> None:
+    """One W&B run for the two ranks, in the run folder, with the figures of the CSV log (which rank 0 writes)."""
+    run_folder = runs.folder / "checkpoints" / "ddp" / "version_0"
+    wandb_folders = [path for path in runs.folder.rglob("wandb") if path.is_dir()]
+    assert wandb_folders == [run_folder / "wandb"]
+    (run,) = offline_runs(run_folder / "wandb")
+    assert run.config["run"]["hardware"]["world_size"] == 2
+    metrics = pd.read_csv(run_folder / "metrics.csv")
+    assert run.values("val/accuracy") == pytest.approx(metrics["val/accuracy"].dropna().tolist(), rel=1e-6)
+    assert run.values("train/loss") == pytest.approx(metrics["train/loss"].dropna().tolist(), rel=1e-6)
+    assert run.values("speed/samples_per_sec")  # summed over both ranks (one all-reduce per window)
 
 
 def test_the_ranks_weights_stay_bitwise_identical(runs: SimpleNamespace, tiny_model_dir: Path) -> None:

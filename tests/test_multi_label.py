@@ -264,13 +264,23 @@ def test_metrics_equal_scikit_learns(task: MultiLabelTask, tmp_path: Path) -> No
     assert values == pytest.approx(expected, abs=1e-6)
     assert values["test/micro_f1"] != pytest.approx(values["test/micro_f1@0.5"])
 
-    report = evaluator.report(tmp_path)
-    rows = {line[:14].strip(): line[14:].split() for line in report.splitlines()[3:] if line.strip()}
+    report = evaluator.report()
+    rows = {line[:14].strip(): line[14:].split() for line in report.text.splitlines()[2:] if line.strip()}
     assert rows["label4"] == ["0.0000", "0.0000", "0.0000", str(int(gold[:, 4].sum())), "0.9990"]
     assert float(rows["label2"][2]) == pytest.approx(expected["test/f1/label2"], abs=5e-5)
     assert float(rows["macro avg"][2]) == pytest.approx(expected["test/macro_f1"], abs=5e-5)
     assert float(rows["micro avg @0.5"][2]) == pytest.approx(expected["test/micro_f1@0.5"], abs=5e-5)
     assert float(rows["mAP"][0]) == pytest.approx(expected["test/mAP"], abs=5e-5)
+    # The same numbers, unrounded, in the report's table.
+    table = report.table.set_index("name")
+    assert table.loc["label4", "threshold"] == pytest.approx(0.999)
+    assert table.loc["label4", "support"] == int(gold[:, 4].sum())
+    for name in per_label:
+        for index in range(5):
+            assert table.loc[f"label{index}", name] == pytest.approx(expected[f"test/{name}/label{index}"], abs=1e-6)
+    assert table.loc["macro avg @0.5", "f1"] == pytest.approx(expected["test/macro_f1@0.5"], abs=1e-6)
+    assert table.loc["mAP", "f1"] == pytest.approx(expected["test/mAP"], abs=1e-6)
+    assert report.f1 == pytest.approx({f"label{index}": expected[f"test/f1/label{index}"] for index in range(5)})
 
 
 def test_tuned_thresholds_reach_the_best_f1_of_each_label(task: MultiLabelTask) -> None:
@@ -421,7 +431,7 @@ def test_goemotions_fit_test_predict_end_to_end(
     (report,) = [message for message in lightning_messages if "Test classification report (multi-label" in message]
     rows = {line.split()[0]: line.split()[1:] for line in report.splitlines()[3:] if line.strip()}
     assert [float(rows[name][4]) for name in names] == pytest.approx(thresholds.tolist(), abs=5e-5)
-    logged = pd.read_csv(run_dir / "checkpoints" / "goemotions" / "version_1" / "metrics.csv").iloc[-1]
+    logged = pd.read_csv(run_dir / "checkpoints" / "goemotions" / "version_0" / "metrics.csv").iloc[-1]
     scores, targets = model_scores(model, minilm_tokenizer, files["test"], names)
     gold = targets.numpy()
     assert logged["test/macro_f1"] == pytest.approx(

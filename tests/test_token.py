@@ -319,7 +319,7 @@ def test_evaluator_equals_seqeval_on_iobes_and_broken_sequences() -> None:
         assert values[f"val/f1/{kind}"] == pytest.approx(report[kind]["f1-score"], abs=1e-6)
         assert values[f"val/precision/{kind}"] == pytest.approx(report[kind]["precision"], abs=1e-6)
         assert values[f"val/recall/{kind}"] == pytest.approx(report[kind]["recall"], abs=1e-6)
-    assert classification_report(FIXED_GOLD, FIXED_PREDICTED, digits=4, zero_division=0) in evaluator.report(Path("."))
+    assert classification_report(FIXED_GOLD, FIXED_PREDICTED, digits=4, zero_division=0) in evaluator.report().text
 
 
 def test_evaluator_equals_seqeval_on_real_tags_with_noise(shared_data: Path) -> None:

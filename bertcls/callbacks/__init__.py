@@ -4,6 +4,16 @@ from bertcls.callbacks.checkpoint import BestCheckpoint
 from bertcls.callbacks.last_checkpoint import LastCheckpoint
 from bertcls.callbacks.predictions import PredictionWriter
 from bertcls.callbacks.preemption import Preemption
+from bertcls.callbacks.progress import ProgressBar
 from bertcls.callbacks.summary import RunSummary
+from bertcls.callbacks.throughput import Throughput
 
-__all__ = ["BestCheckpoint", "LastCheckpoint", "PredictionWriter", "Preemption", "RunSummary"]
+__all__ = [
+    "BestCheckpoint",
+    "LastCheckpoint",
+    "PredictionWriter",
+    "Preemption",
+    "ProgressBar",
+    "RunSummary",
+    "Throughput",
+]

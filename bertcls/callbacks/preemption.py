@@ -62,6 +62,9 @@ class Preemption(L.Callback):
         # `scontrol requeue` has SLURM SIGTERM every task at once. The state is saved: let each rank finish its
         # exit rather than run Lightning's SIGTERM handler, which calls a collective from inside the handler.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for logger in trainer.loggers:  # W&B shows the run as preempted, not crashed; the requeue continues it
+            if hasattr(logger, "mark_preempting"):
+                logger.mark_preempting()
         message = f"{self.signal.name}: saved {path} at step {trainer.global_step}"
         job = slurm_job_id()
         if self.requeue and job is not None and trainer.is_global_zero:

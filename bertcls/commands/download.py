@@ -36,6 +36,7 @@ from bertcls.data.sources import SplitSource, file_sha256, load_hub_split
 from bertcls.errors import DataError, InputError
 from bertcls.model.module import BertClassifier
 from bertcls.paths import PACKAGE_SCHEME, resolve_location
+from bertcls.run_folder import logger_entries
 
 MANIFEST_NAME = "offline-manifest.json"
 # Top-level files only (no onnx/ or openvino/ exports); safetensors weights, not the .bin/.h5/.msgpack copies.
@@ -286,7 +287,8 @@ def cache_entries(root: Path) -> set[str]:
 
 
 def default_manifest_path(config: Namespace) -> Path:
-    save_dir = getattr(getattr(config.trainer.logger, "init_args", None), "save_dir", None)
+    entries = logger_entries(config.trainer.logger)
+    save_dir = getattr(entries[0].init_args, "save_dir", None) if entries else None
     return Path(save_dir or "checkpoints") / MANIFEST_NAME
 
 

@@ -15,7 +15,7 @@ from transformers import get_linear_schedule_with_warmup
 from bertcls.errors import InputError
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY, tokenizer_files
 from bertcls.model.encoder import load_encoder, serializable_config
-from bertcls.model.optimization import adamw, parameter_groups, total_optimizer_steps
+from bertcls.model.optimization import adamw, gradient_norm, parameter_groups, total_optimizer_steps
 from bertcls.model.pooling import Pooling
 from bertcls.tasks import HeadOptions, Task, TaskHead, TaskName, get_task
 
@@ -168,6 +168,18 @@ class BertClassifier(L.LightningModule):
         )
         return loss
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norm = gradient_norm(self, self.trainer.strategy)
+        if norm is not None:
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # DeepSpeed keeps the gradients itself; its engine reports the norm of its last optimizer step.
+        engine = getattr(self.trainer.strategy, "deepspeed_engine", None)
+        norm = engine.get_global_grad_norm() if engine is not None else None
+        if norm is not None:
+            self.log("train/grad_norm", float(norm), on_step=True, on_epoch=False)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)
         self.log("val/loss", self.head.loss(logits, batch["labels"]), batch_size=len(logits), sync_dist=True)
@@ -191,9 +203,13 @@ class BertClassifier(L.LightningModule):
         # On every rank: under DDP ``trainer.log_dir`` is a broadcast (rank 0 alone would wait on it forever).
         output_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
         if self.trainer.is_global_zero:
-            report = self.test_evaluator.report(output_dir)
-            if report:
-                rank_zero_info("\n" + report)
+            from bertcls.reporting.publish import publish_report  # matplotlib and the loggers: only when testing
+
+            report = self.test_evaluator.report()
+            if report is not None:
+                files = publish_report(report, output_dir, self.trainer.loggers, self.global_step)
+                written = ", ".join(path.name for path in files)
+                rank_zero_info(f"\n{report.title}\n{report.text}\nReport files in {output_dir}: {written}")
         self.test_evaluator.reset()
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import re
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import DeepSpeedStrategy
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 from torch import nn
 
 LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")
@@ -110,3 +110,20 @@ def adamw(groups: list[dict], learning_rate: float, eps: float, strategy: object
         return DeepSpeedCPUAdam(groups, lr=learning_rate, eps=eps, adamw_mode=True, bias_correction=True)
     # The fused kernel (CPU and CUDA) steps all parameters at once: about 7x faster than foreach on a CPU.
     return torch.optim.AdamW(groups, lr=learning_rate, eps=eps, fused=True)
+
+
+def gradient_norm(module: nn.Module, strategy: object) -> torch.Tensor | None:
+    """The L2 norm of all gradients together, before clipping; None under DeepSpeed, which keeps them itself
+    (its engine reports the norm after the step: ``deepspeed_engine.get_global_grad_norm()``).
+
+    Under FSDP every rank holds a shard of each gradient, so the squares are summed over ranks.
+    """
+    if isinstance(strategy, DeepSpeedStrategy):
+        return None
+    gradients = [parameter.grad for parameter in module.parameters() if parameter.grad is not None]
+    if not gradients:
+        return None
+    squared = torch.stack([torch.linalg.vector_norm(gradient.float()) ** 2 for gradient in gradients]).sum()
+    if isinstance(strategy, FSDPStrategy):
+        squared = strategy.reduce(squared, reduce_op="sum")
+    return squared.sqrt()

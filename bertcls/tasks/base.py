@@ -11,7 +11,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -24,6 +23,7 @@ from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit
 from bertcls.data.labels import LabelVocabulary
 from bertcls.model.pooling import Pooling, pool
+from bertcls.reporting.report import TestReport
 
 LongInputs = Literal["truncate", "split"]
 
@@ -108,7 +108,8 @@ class PooledHead(TaskHead):
 class Evaluator(nn.Module, ABC):
     """Accumulates one split's predictions (torchmetrics states, synchronised across DDP ranks at compute).
 
-    ``detailed`` evaluators (the test split) also compute per-label figures and write a report.
+    ``detailed`` evaluators (the test split) also compute per-label figures and build a
+    ``TestReport`` (its table and the data of its plots).
     """
 
     def __init__(self, label_names: list[str], prefix: str, detailed: bool) -> None:
@@ -130,9 +131,9 @@ class Evaluator(nn.Module, ABC):
     def adapt_head(self, head: TaskHead) -> None:
         """Called after each validation epoch of ``fit``: tune what the head decides with (default: nothing)."""
 
-    def report(self, output_dir: Path) -> str:
-        """A human-readable report of the last ``compute`` (called on rank 0 after testing)."""
-        return ""
+    def report(self) -> TestReport | None:
+        """The report of the last ``compute`` (called on rank 0 after testing), or None when there is none."""
+        return None
 
 
 class Task(ABC):

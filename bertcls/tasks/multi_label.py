@@ -10,7 +10,6 @@ validation epoch of ``fit`` to the values that maximise each label's F1 on the v
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torchmetrics import Metric
+from torchmetrics.classification import MultilabelPrecisionRecallCurve
 from torchmetrics.functional.classification import multilabel_average_precision
 from torchmetrics.utilities import dim_zero_cat
 from transformers import PreTrainedTokenizerBase
@@ -27,6 +27,8 @@ from bertcls.data.encoding import EncodedSplit, encode_texts
 from bertcls.data.labels import LabelVocabulary, row_list
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError, InputError
+from bertcls.reporting.report import PrecisionRecallCurve, TestReport
+from bertcls.reporting.tables import TABLE_COLUMNS
 from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, PooledHead, Task, TaskHead
 
 # ``balanced`` positive-class weights (negatives / positives per label) are clamped to this range: rare labels
@@ -34,6 +36,10 @@ from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, PooledHead, Tas
 # down-weighted below 1.
 POS_WEIGHT_RANGE = (1.0, 100.0)
 BINARY_VALUES = {"0": 0, "1": 1, "false": 0, "true": 1}
+# Test report: precision-recall curves at evenly spaced thresholds 0, 0.01, ..., 1 (binned, like torchmetrics'
+# ``thresholds=101``), fed in chunks of at most this many score-threshold comparisons.
+PR_CURVE_THRESHOLDS = 101
+PR_CURVE_CHUNK = 1 << 21
 
 
 # --- labels ------------------------------------------------------------------------------------------
@@ -227,6 +233,7 @@ class MultiLabelEvaluator(Evaluator):
         super().__init__(label_names, prefix, detailed)
         self.collected = ScoresAndTargets()
         self._last: dict[str, Any] | None = None
+        self._curves: dict[str, PrecisionRecallCurve] = {}
 
     def update(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], head: TaskHead) -> None:
         self.collected.update(logits.detach().float().sigmoid(), batch["labels"])
@@ -258,17 +265,25 @@ class MultiLabelEvaluator(Evaluator):
                 "suffix": suffix,
                 "mean_ap": values["mAP"],
             }
+            self._curves = precision_recall_curves(scores, targets, self.label_names)
         return {f"{self.prefix}{key}": value.float() for key, value in values.items()}
 
     def reset(self) -> None:
         self.collected.reset()
 
-    def report(self, output_dir: Path) -> str:
+    def report(self) -> TestReport | None:
         if self._last is None:
-            return ""
-        table = multi_label_report(self.label_names, **self._last)
+            return None
         note = f"each label at its own threshold; rows marked {self._last['suffix']} at the global threshold"
-        return f"Test classification report (multi-label: {note})\n{table}"
+        f1 = self._last["tuned"]["f1"].tolist()
+        return TestReport(
+            title=f"Test classification report (multi-label: {note})",
+            text=multi_label_report(self.label_names, **self._last),
+            table=multi_label_table(self.label_names, **self._last),
+            f1=dict(zip(self.label_names, f1, strict=True)),
+            f1_of="label",
+            pr_curves=self._curves,
+        )
 
 
 def multi_label_report(
@@ -302,6 +317,61 @@ def multi_label_report(
             lines.append(line(f"{kind} avg{label}", p, r, f, total))
     lines.append(line("mAP", "", "", float(mean_ap), total))
     return "\n".join(lines)
+
+
+def multi_label_table(
+    label_names: list[str],
+    tuned: dict[str, torch.Tensor],
+    fixed: dict[str, torch.Tensor],
+    thresholds: torch.Tensor,
+    suffix: str,
+    mean_ap: torch.Tensor,
+) -> pd.DataFrame:
+    """``multi_label_report`` as data: a ``label`` row per label with its threshold, then the ``average`` rows
+    (micro and macro avg at the labels' thresholds and at the global one, and mAP in the ``f1`` column)."""
+    per_label = {key: tuned[key].double().cpu().numpy() for key in ("precision", "recall", "f1", "support")}
+    rows = [
+        (name, "label", *(float(per_label[key][index]) for key in ("precision", "recall", "f1")),
+         int(per_label["support"][index]), float(thresholds[index]))
+        for index, name in enumerate(label_names)
+    ]  # fmt: skip
+    total = int(tuned["support"].sum())
+    for label, scores in (("", tuned), (f" {suffix}", fixed)):
+        for kind in ("micro", "macro"):
+            p, r, f = (float(scores[f"{kind}_{key}"]) for key in ("precision", "recall", "f1"))
+            rows.append((f"{kind} avg{label}", "average", p, r, f, total, np.nan))
+    rows.append(("mAP", "average", np.nan, np.nan, float(mean_ap), total, np.nan))
+    return pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "threshold"])
+
+
+def precision_recall_curves(
+    scores: torch.Tensor, targets: torch.Tensor, label_names: list[str], thresholds: int = PR_CURVE_THRESHOLDS
+) -> dict[str, PrecisionRecallCurve]:
+    """The precision-recall curve of each label with positives, at ``thresholds`` evenly spaced cuts in [0, 1].
+
+    torchmetrics' binned curve, fed ``PR_CURVE_CHUNK // thresholds`` scores at a time: its state is a small
+    confusion matrix per threshold and label, and no step needs more than a few ``PR_CURVE_CHUNK``-sized tensors.
+    Cuts above every score (no predictions, precision undefined) are left out of a curve, and so are repeats of
+    the previous point (neighbouring cuts with no score between them).
+    """
+    num_labels = scores.shape[1]
+    # The inputs already hold every rank's examples: no synchronisation at compute.
+    curve = MultilabelPrecisionRecallCurve(
+        num_labels, thresholds=thresholds, validate_args=False, sync_on_compute=False
+    ).to(scores.device)
+    rows = max(1, PR_CURVE_CHUNK // (num_labels * thresholds))
+    for start in range(0, len(scores), rows):
+        curve.update(scores[start : start + rows], targets[start : start + rows].long())
+    precision, recall, _ = (values.cpu().numpy() for values in curve.compute())
+    present = targets.any(dim=0).tolist()
+    curves = {}
+    for index, name in enumerate(label_names):
+        if present[index]:
+            points = np.stack([precision[index], recall[index]])[:, ~np.isnan(precision[index])].astype(np.float64)
+            kept = np.ones(points.shape[1], dtype=bool)
+            kept[1:] = (points[:, 1:] != points[:, :-1]).any(axis=0)
+            curves[name] = PrecisionRecallCurve(precision=points[0, kept], recall=points[1, kept])
+    return curves
 
 
 # --- task --------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,8 @@ from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit, encode_texts
 from bertcls.data.labels import LabelVocabulary, label_strings
 from bertcls.errors import DataError
-from bertcls.reporting import classification_report, save_confusion_matrix
+from bertcls.reporting.report import TestReport
+from bertcls.reporting.tables import classification_report, classification_table
 from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, PooledHead, Task, TaskHead
 
 
@@ -49,7 +49,7 @@ class SingleLabelHead(PooledHead):
 class SingleLabelEvaluator(Evaluator):
     """Accuracy and macro-F1; for two labels also the F1 of the positive (second) label, the MRPC convention.
 
-    Detailed: precision, recall and F1 per label, a classification report and a confusion-matrix image.
+    Detailed: precision, recall and F1 per label, a classification report and the confusion matrix.
     """
 
     def __init__(self, label_names: list[str], prefix: str, detailed: bool) -> None:
@@ -90,12 +90,17 @@ class SingleLabelEvaluator(Evaluator):
         if self.confusion is not None:
             self.confusion.reset()
 
-    def report(self, output_dir: Path) -> str:
+    def report(self) -> TestReport | None:
         if self._last_confusion is None:
-            return ""
-        image = save_confusion_matrix(self._last_confusion, self.label_names, output_dir / "confusion_matrix_test.png")
-        report = classification_report(self._last_confusion, self.label_names)
-        return f"Test classification report\n{report}\nConfusion matrix saved to {image}"
+            return None
+        confusion = self._last_confusion
+        return TestReport(
+            title="Test classification report",
+            text=classification_report(confusion, self.label_names),
+            table=classification_table(confusion, self.label_names),
+            label_names=list(self.label_names),
+            confusion=confusion,
+        )
 
 
 class SingleLabelTask(Task):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+import pandas as pd
 import torch
 from seqeval.metrics.sequence_labeling import classification_report, get_entities, precision_recall_fscore_support
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from bertcls.reporting.report import TestReport
+from bertcls.reporting.tables import TABLE_COLUMNS
 from bertcls.tasks.base import Evaluator, TaskHead
 from bertcls.tasks.token.alignment import NO_WORD
 
@@ -86,12 +87,36 @@ class TokenEvaluator(Evaluator):
     def reset(self) -> None:
         self.words.reset()
 
-    def report(self, output_dir: Path) -> str:
+    def report(self) -> TestReport | None:
         gold, predicted = self._sequences
         if not get_entities(gold) and not get_entities(predicted):
-            return "Test entity report: no entities in the gold or predicted tags."
-        report = classification_report(gold, predicted, digits=4, zero_division=0)
-        return f"Test entity report (seqeval, conlleval-compatible: exact spans)\n{report}"
+            empty = pd.DataFrame(columns=TABLE_COLUMNS)
+            return TestReport("Test entity report", "No entities in the gold or predicted tags.", empty, f1_of="type")
+        table = entity_table(classification_report(gold, predicted, output_dict=True, zero_division=0))
+        per_type = dict(zip(table["name"], table["f1"], strict=True))
+        return TestReport(
+            title="Test entity report (seqeval, conlleval-compatible: exact spans)",
+            text=classification_report(gold, predicted, digits=4, zero_division=0),
+            table=table,
+            # Every entity type of the tag set, as logged (``f1/<type>``): 0 for a type neither gold nor predicted.
+            f1={name: float(per_type.get(name, 0.0)) for name in self.entity_types},
+            f1_of="type",
+        )
+
+
+def entity_table(report: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """seqeval's ``classification_report(output_dict=True)`` as a table: a ``label`` row per entity type found in
+    the gold or predicted tags, then its ``average`` rows (micro, macro and weighted avg)."""
+    rows = [
+        (
+            name,
+            "average" if name.endswith(" avg") else "label",
+            *(float(scores[key]) for key in ("precision", "recall", "f1-score")),
+            int(scores["support"]),
+        )
+        for name, scores in report.items()
+    ]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
 def entity_scores(gold: list[list[str]], predicted: list[list[str]], types: list[str]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Experiment loggers that never throw away what an earlier run already wrote."""
+"""A CSV logger that never throws away what an earlier run already wrote."""
 
 from __future__ import annotations
 

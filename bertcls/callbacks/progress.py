@@ -1,0 +1,180 @@
+"""Progress display for a terminal and for a log file (a SLURM job's output)."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+from rich.console import Console
+
+# Progress-bar metrics under a short name (known ones first, in this order), and their format in plain lines.
+SHORT_NAMES = {
+    "train/loss": "loss",
+    "train/grad_norm": "grad_norm",
+    "speed/samples_per_sec": "samples/s",
+    "speed/tokens_per_sec": "tokens/s",
+    "speed/padding_efficiency": "padding",
+}
+FORMATS = {"loss": ".4f", "grad_norm": ".4g", "samples/s": ".1f", "tokens/s": ".0f", "padding": ".1%"}
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich bar on a terminal; in a log file, one plain line every ``every_n_steps`` batches.
+
+    A live bar written to a file (a SLURM job's output) is either nothing until the end (rich) or thousands of
+    carriage-return frames on one line (tqdm). Where stdout is not a terminal (decided once, at the first
+    ``setup``), this prints instead, on global rank 0 only, a line when training starts, one every
+    ``every_n_steps`` training batches (epoch, batch, loss, throughput, elapsed time and ETA in the epoch),
+    one after each validation with its ``val/`` metrics, and for test and predict one every ``every_n_steps``
+    batches and one at the end. Nothing during the sanity check. On both, ``v_num`` is hidden and metrics
+    get short names (``train/loss`` is ``loss``, ``speed/samples_per_sec`` is ``samples/s``).
+    """
+
+    def __init__(self, every_n_steps: int = 50, refresh_rate: int = 100, leave: bool = False) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be at least 1, not {every_n_steps}")
+        super().__init__(refresh_rate=refresh_rate, leave=leave)
+        self.every_n_steps = every_n_steps
+        self._plain: bool | None = None  # None until setup
+        self._started = 0.0  # of the epoch, or of the test / predict run
+        self._batches = 0  # batches since then
+
+    @property
+    def is_enabled(self) -> bool:  # the rich bar's switch: off in a log file
+        return not self._plain and super().is_enabled
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self._plain is None:
+            console = Console()
+            self._plain = not (console.is_terminal or console.is_jupyter)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        known = {short: metrics.pop(name) for name, short in SHORT_NAMES.items() if name in metrics}
+        return known | metrics
+
+    # --- plain lines ----------------------------------------------------------------------------
+    def _say(self, trainer: L.Trainer, *parts: str) -> None:
+        if self._plain and self._enabled and trainer.is_global_zero:
+            print("  ".join(part for part in parts if part), flush=True)
+
+    def _restart_clock(self) -> None:
+        self._started, self._batches = time.monotonic(), 0
+
+    def _timing(self, done: int = 0, total: float = math.inf) -> str:
+        """Time since the clock started and, with a known total, the time the remaining batches need."""
+        elapsed = time.monotonic() - self._started
+        text = f"elapsed {_clock(elapsed)}"
+        if math.isfinite(total) and self._batches:
+            text += f"  eta {_clock(max(total - done, 0) * elapsed / self._batches)}"
+        return text
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else "unlimited"
+        batches = self.total_train_batches
+        per_epoch = f"{batches} batches per epoch" if math.isfinite(batches) else "batches per epoch unknown"
+        limit = f"at most {trainer.max_steps} optimizer steps" if trainer.max_steps >= 0 else ""
+        resume = f"resuming at epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+        count = "1 epoch" if epochs == 1 else f"{epochs} epochs"
+        self._say(trainer, "training", count, per_epoch, limit, resume if trainer.global_step else "")
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._restart_clock()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._batches += 1
+        if self._plain and (batch_idx + 1) % self.every_n_steps == 0:
+            total = self.total_train_batches
+            metrics = self.get_metrics(trainer, pl_module).items()
+            shown = [_metric(name, value) for name, value in metrics if not name.startswith("val/")]
+            position = _position("step", batch_idx + 1, total)
+            self._say(trainer, _epoch(trainer), position, *shown, self._timing(batch_idx + 1, total))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self._plain and not trainer.sanity_checking:
+            metrics = sorted((name, float(value)) for name, value in trainer.callback_metrics.items())
+            shown = [f"{name} {value:.4f}" for name, value in metrics if name.startswith("val/")]
+            self._say(trainer, "validation", _epoch(trainer) if trainer.state.fn == "fit" else "", *shown)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_test_start(trainer, pl_module)
+        self._restart_clock()
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        self._eval_batch_end(trainer, "test", trainer.num_test_batches, batch_idx, dataloader_idx)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_test_end(trainer, pl_module)
+        self._say(trainer, "test", f"finished {self._batches} batches", self._timing())
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_predict_start(trainer, pl_module)
+        self._restart_clock()
+
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+        self._eval_batch_end(trainer, "predict", trainer.num_predict_batches, batch_idx, dataloader_idx)
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_predict_end(trainer, pl_module)
+        self._say(trainer, "predict", f"finished {self._batches} batches", self._timing())
+
+    def _eval_batch_end(self, trainer: L.Trainer, name: str, totals: list, batch_idx: int, loader: int) -> None:
+        self._batches += 1
+        if self._plain and (batch_idx + 1) % self.every_n_steps == 0:
+            label = f"{name} (loader {loader})" if len(totals) > 1 else name
+            position = _position("batch", batch_idx + 1, totals[loader])
+            self._say(trainer, label, position, self._timing(batch_idx + 1, totals[loader]))
+
+
+def _epoch(trainer: L.Trainer) -> str:
+    epochs = trainer.max_epochs
+    return f"epoch {trainer.current_epoch + 1}" + (f"/{epochs}" if epochs is not None and epochs > 0 else "")
+
+
+def _position(name: str, done: int, total: float) -> str:
+    if math.isfinite(total) and total > 0:
+        return f"{name} {done}/{int(total)} ({100 * done / total:.1f}%)"
+    return f"{name} {done}"
+
+
+def _metric(name: str, value: Any) -> str:
+    try:
+        return f"{name} {value:{FORMATS.get(name, '.4g')}}"
+    except (TypeError, ValueError):
+        return f"{name} {value}"
+
+
+def _clock(seconds: float) -> str:
+    """``M:SS``, or ``H:MM:SS`` from an hour on."""
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
