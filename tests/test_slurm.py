@@ -32,6 +32,7 @@ import pytest
 import torch
 import yaml
 from helpers import CONFIGS, REPO_ROOT, SHARED_DATA, separable_frame, write_frame
+from wandb_files import offline_runs
 
 pytestmark = pytest.mark.slurm
 
@@ -225,6 +226,7 @@ def test_sigusr1_checkpoints_requeues_and_the_job_resumes_where_it_stopped(
             callback["init_args"]["every_n_train_steps"] = save_every
     (tmp_path / "callbacks.yaml").write_text(yaml.safe_dump(callbacks))
     args = fit_args(tiny_model_dir, data.long, data.dev, epochs, "--trainer.callbacks", tmp_path / "callbacks.yaml")
+    args += ["--trainer.logger", CONFIGS / "logger" / "wandb.yaml"]  # offline: slurm/env.sh sets WANDB_MODE
     options = ["--job-name=test-requeue", "--ntasks-per-node=2", *CPU_TASKS]
     job = submit("train.sbatch", options, [*args, "--experiment", "preempted"], tmp_path, job_environment(tmp_path))
 
@@ -262,6 +264,13 @@ def test_sigusr1_checkpoints_requeues_and_the_job_resumes_where_it_stopped(
         logged = [int(row["step"]) for row in csv.DictReader(file) if row.get("train/loss")]
     assert logged == [step for step in range(epochs * steps_per_epoch) if (step + 1) % 20 == 0]
     assert min(logged) < stopped_at < max(logged)
+    # The requeued job continued the same W&B run: two offline segments with one id, the first marked preempted,
+    # holding between them the steps of metrics.csv, each once.
+    first, second = offline_runs(run_folder / "wandb")
+    assert first.run_id == second.run_id == (run_folder / "wandb-run-id").read_text().strip()
+    assert first.preempting and not second.preempting
+    steps = [int(row["trainer/global_step"]) for run in (first, second) for row in run.history if "train/loss" in row]
+    assert steps == logged
 
 
 def test_job_array_runs_one_sweep_line_per_task_each_in_its_own_folder(

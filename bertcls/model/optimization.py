@@ -41,7 +41,9 @@ def parameter_groups(
 ) -> list[dict]:
     """Group trainable parameters by (depth, decays); depth d trains at lr * decay ** (top - d).
 
-    Biases and normalisation-layer weights get no weight decay (see ``no_decay_parameters``).
+    Biases and normalisation-layer weights get no weight decay (see ``no_decay_parameters``). Without
+    layer-wise decay there is one depth. Each group is named (``layer3``, ``head-no_decay``, ...), which is
+    how ``LearningRateMonitor`` labels its curves.
     """
     top = num_layers + 1
     no_decay = no_decay_parameters(model)
@@ -49,7 +51,7 @@ def parameter_groups(
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        depth = layer_depth(name, num_layers)
+        depth = layer_depth(name, num_layers) if layerwise_lr_decay != 1.0 else top
         decays = id(parameter) not in no_decay
         group = groups.setdefault(
             (depth, decays),
@@ -57,10 +59,19 @@ def parameter_groups(
                 "params": [],
                 "lr": learning_rate * layerwise_lr_decay ** (top - depth),
                 "weight_decay": weight_decay if decays else 0.0,
+                "name": group_name(depth, top, layerwise_lr_decay != 1.0) + ("" if decays else "-no_decay"),
             },
         )
         group["params"].append(parameter)
     return [groups[key] for key in sorted(groups)]
+
+
+def group_name(depth: int, top: int, by_layer: bool) -> str:
+    if not by_layer:
+        return "all"
+    if depth == 0:
+        return "embeddings"
+    return "head" if depth == top else f"layer{depth - 1}"
 
 
 def total_optimizer_steps(trainer: L.Trainer) -> int:
