@@ -151,7 +151,9 @@ def main(args: list[str] | None = None) -> None:
     if not sys.stderr.isatty():  # log files (SLURM): no carriage-return progress bars from the Hugging Face libraries
         hf_logging.disable_progress_bar()
         disable_datasets_progress_bars()
-    logging.getLogger("lightning.pytorch").addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
+    # Lightning's advertisement; a logging filter sees only its own logger's records, so on both that log it.
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
     try:
         BertClsCLI(BertClassifier, ClassificationDataModule, **cli_options(), args=args)
         leave_process_group()

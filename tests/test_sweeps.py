@@ -33,14 +33,9 @@ import pytest
 import yaml
 from helpers import CONFIGS, REPO_ROOT
 
-from bertcls.commands.sweep_lines import (
-    check_definition,
-    expand,
-    fixed_arguments,
-    format_line,
-    load_definition,
-)
+from bertcls.commands.sweep_lines import fixed_arguments, format_line
 from bertcls.errors import InputError
+from bertcls.sweep_definition import check_definition, expand, load_definition
 from bertcls.tasks import TASKS
 
 SWEEPS = sorted((CONFIGS / "sweeps").glob("*.yaml"))
