@@ -30,6 +30,7 @@ from bertcls.callbacks import PredictionWriter, RunSummary
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.encoding import default_cache_dir
 from bertcls.errors import DataError, InputError
+from bertcls.export.reimport import checkpoint_file, is_exported_folder
 from bertcls.model.bundled_tokenizer import restore_bundled_tokenizer
 from bertcls.model.module import BertClassifier
 from bertcls.run_folder import DEFAULT_EXPERIMENT, assign_run_folder, check_slurm_tasks
@@ -73,6 +74,15 @@ class BertClsCLI(LightningCLI):
         # Always present, so `bertcls predict` writes its results (section `predictions:` in configs).
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        checkpoint = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if checkpoint and is_exported_folder(checkpoint):  # `bertcls export`'s folder: read as a checkpoint
+            cache_dir = self.config[subcommand].data.cache_dir
+            converted = checkpoint_file(Path(checkpoint), Path(cache_dir) if cache_dir else default_cache_dir())
+            self.config[subcommand].ckpt_path = str(converted)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         # One task for both: a checkpoint's (restored into model.task) wins over the data config's.
@@ -105,6 +115,7 @@ def is_progress_bar(callback_config: Namespace) -> bool:
 TOOL_COMMANDS = {
     "download": "bertcls.commands.download",
     "convert": "bertcls.commands.convert",
+    "export": "bertcls.commands.export",
     "sweep-lines": "bertcls.commands.sweep_lines",
 }
 

@@ -28,6 +28,8 @@ from test_optimization import RecordLearningRates, assert_schedule_ends_at_the_l
 from transformers import AutoModel, AutoTokenizer
 
 from bertcls.commands import convert
+from bertcls.errors import InputError
+from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY
 from bertcls.model.encoder import load_encoder
 from bertcls.model.module import BertClassifier
 
@@ -140,7 +142,7 @@ def assert_hf_folder_matches(folder: Path, checkpoint: Path, texts: list[str]) -
     model = BertClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     encoder = AutoModel.from_pretrained(folder).eval()
-    bundled = torch.load(checkpoint, map_location="cpu", weights_only=True)[convert.TOKENIZER_CHECKPOINT_KEY]
+    bundled = torch.load(checkpoint, map_location="cpu", weights_only=True)[TOKENIZER_CHECKPOINT_KEY]
     assert {name: (folder / name).read_text(encoding="utf-8") for name in bundled} == bundled
     inputs = tokenizer(texts, padding=True, return_tensors="pt")
     assert inputs["attention_mask"].min() == 0, "the texts should need padding"
@@ -174,7 +176,7 @@ def assert_round_trip(converted: Path, probes: dict, source: Path | None = None)
     if source is not None:  # a plain source: the very same tensors and metadata
         original = torch.load(source, map_location="cpu", weights_only=True)
         assert checkpoint["hyper_parameters"] == original["hyper_parameters"]
-        assert checkpoint[convert.TOKENIZER_CHECKPOINT_KEY] == original[convert.TOKENIZER_CHECKPOINT_KEY]
+        assert checkpoint[TOKENIZER_CHECKPOINT_KEY] == original[TOKENIZER_CHECKPOINT_KEY]
         for name, tensor in original["state_dict"].items():
             assert torch.equal(checkpoint["state_dict"][name], tensor), name
 
@@ -308,6 +310,20 @@ def test_zero_checkpoint_to_hf_folder(zero: SimpleNamespace, task, tmp_path: Pat
     inner = torch.load(tmp_path / "inner.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     for name, tensor in torch.load(converted, map_location="cpu", weights_only=True)["state_dict"].items():
         assert torch.equal(inner[name], tensor), name
+
+
+@NEEDS_DEEPSPEED
+def test_zero_checkpoint_exports(zero: SimpleNamespace, tmp_path: Path) -> None:
+    """``bertcls export`` gathers the ZeRO shards too: this run's mean pooling goes to ONNX (the Hugging Face
+    folder refuses it, with the alternatives), with logits equal to the checkpoint's."""
+    pytest.importorskip("onnxruntime")
+    from bertcls.commands.export import export
+
+    result = export([str(zero.last), "--output", str(tmp_path / "onnx"), "--onnx-only"])
+    assert result["onnx_difference"] < 1e-4
+    assert (tmp_path / "onnx" / "model.onnx").is_file() and (tmp_path / "onnx" / "tokenizer.json").is_file()
+    with pytest.raises(InputError, match="pooling 'mean'"):
+        export([str(zero.last), "--output", str(tmp_path / "hf")])
 
 
 @NEEDS_DEEPSPEED

@@ -11,6 +11,7 @@ import re
 
 import pandas as pd
 
+from bertcls.data.utf8 import invalid_utf8_error
 from bertcls.errors import DataError
 
 LINE_COLUMN = "line"  # 1-based line number of a sentence's first token
@@ -62,10 +63,7 @@ def _lines(resolved: str, path: str) -> list[str]:
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = content.count(b"\n", 0, error.start) + 1
-        raise DataError(
-            f"{path}: line {line} is not valid UTF-8 (byte {content[error.start]:#04x}). Re-save the file as UTF-8."
-        ) from error
+        raise invalid_utf8_error(path, content, error, example=path) from error
     return text.split("\n")
 
 

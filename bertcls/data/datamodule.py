@@ -21,12 +21,15 @@ from bertcls.data.encoding import (
     EncodedSplit,
     EncodingCache,
     cache_key,
+    check_blank_texts,
     quiet_datasets,
     tokenizer_fingerprint,
 )
 from bertcls.data.labels import LabelVocabulary
+from bertcls.data.row_ids import encoded_ids, with_ids
 from bertcls.data.sampler import LengthBucketBatchSampler
 from bertcls.data.sources import ROW_COLUMN, ReadOptions, SplitSource, read_source, select, source_fingerprint
+from bertcls.data.stdin import STDIN, stdin_texts_file
 from bertcls.errors import DataError, InputError
 from bertcls.paths import resolve_location
 from bertcls.tasks import DataSpec, TaskName, get_task
@@ -49,7 +52,8 @@ class ClassificationDataModule(L.LightningDataModule):
             CLI copies a checkpoint's task here.
         train_file, validation_file, test_file, predict_file: CSV, TSV, JSONL, Parquet or CoNLL files (local
             paths or ``pkg://package/path``). Without a validation file, a seeded ``validation_fraction`` of
-            the training file's rows is held out.
+            the training file's rows is held out. ``predict_file: "-"`` reads standard input, one text per
+            line (a tab between the texts of a pair), see ``bertcls.data.stdin``.
         hub_dataset: a Hugging Face dataset name (or local dataset folder) used for the splits that
             have no file; ``hub_splits`` maps our split names to the dataset's.
         file_format: read every file as ``csv``, ``tsv``, ``jsonl``, ``parquet`` or ``conll`` whatever its
@@ -63,6 +67,8 @@ class ClassificationDataModule(L.LightningDataModule):
         label_names_file: the label names, one per line (when not given by ``model.label_names``).
         drop_labels: labelled rows whose label is one of these are dropped and counted (SNLI's "-").
         tokens_column, tags_column: the token task's word and tag lists (CoNLL files provide both).
+        id_column: predict: a column of unique row ids, copied to each prediction's ``id`` (default: the
+            0-based row number).
         where: keep only rows whose column equals a value (or one of a list), e.g. ``{source: imdb}``.
         tokenizer: tokenizer name or folder; the CLI links it to ``model.model_name``.
         label_names: fixed label order; by default the sorted labels of the training split.
@@ -103,6 +109,7 @@ class ClassificationDataModule(L.LightningDataModule):
         drop_labels: list[str] | None = None,
         tokens_column: str = "tokens",
         tags_column: str = "tags",
+        id_column: str | None = None,
         where: dict[str, Any] | None = None,
         validation_fraction: float = 0.1,
         split_seed: int = 42,
@@ -126,7 +133,11 @@ class ClassificationDataModule(L.LightningDataModule):
         files = {"train": train_file, "validation": validation_file, "test": test_file, "predict": predict_file}
         hub_names = hub_splits or {"train": "train", "validation": "validation", "test": "test"}
         self.sources: dict[str, SplitSource] = {}
+        if predict_file == STDIN:
+            text_pair_column = self._stdin_source(text_column, text_pair_column, id_column)
         for split in SPLITS:
+            if split in self.sources:
+                continue
             if files[split]:
                 self.sources[split] = SplitSource(files[split])
             elif hub_dataset and split in hub_names:
@@ -162,6 +173,19 @@ class ClassificationDataModule(L.LightningDataModule):
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._fingerprints: dict[str, str] = {}
         self._tokenizer_fingerprint = ""
+
+    def _stdin_source(self, text_column: str, text_pair_column: str, id_column: str | None) -> str:
+        """Read standard input into the predict source; returns the text pair column (``text_pair`` by default)."""
+        if id_column:
+            raise InputError(
+                "data.id_column: standard input has no columns, only one text per line; leave data.id_column unset "
+                "(each prediction's id is then its 0-based line number)."
+            )
+        if self.task.name == "pair":
+            text_pair_column = text_pair_column or "text_pair"
+        pair = [text_pair_column] if text_pair_column and self.task.name != "token" else []
+        self.sources["predict"] = SplitSource(stdin_texts_file([text_column, *pair]), stdin=True)
+        return text_pair_column
 
     # --- what the model needs to know -------------------------------------------------------
     @property
@@ -203,6 +227,8 @@ class ClassificationDataModule(L.LightningDataModule):
             where=self.hparams.where,
             tokenizer=self.tokenizer_fingerprint,
             labels=list(vocabulary.names) if vocabulary else "from-this-split",
+            # Only when set, so that the keys of every other split stay those of earlier versions.
+            **({"ids": self.hparams.id_column} if split == "predict" and self.hparams.id_column else {}),
         )
 
     def _encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
@@ -211,7 +237,12 @@ class ClassificationDataModule(L.LightningDataModule):
         labelled = split != "predict"
         frame = read_source(source, self.read_options)
         columns = self.task.columns(self.spec, labelled, [str(column) for column in frame.columns])
-        frame = select(frame, source, columns, self.hparams.where)
+        id_column = self.hparams.id_column if split == "predict" else None
+        wanted = list(dict.fromkeys([*columns, id_column] if id_column else columns))
+        frame = select(frame, source, wanted, self.hparams.where)
+        if split == "predict":
+            texts = [self.spec.text_column, self.spec.text_pair_column]
+            check_blank_texts(frame, [column for column in columns if column in texts], where)
         notes: list[str] = []
         if labelled:
             frame, note = self.task.select_rows(frame, self.spec, where)
@@ -222,7 +253,8 @@ class ClassificationDataModule(L.LightningDataModule):
         meta = encoded.meta | {"notes": notes + encoded.meta.get("notes", [])}
         if labelled:
             meta["label_names"] = list(vocabulary.names)
-        return EncodedSplit(encoded.table, meta)
+        table = with_ids(encoded.table, encoded_ids(frame, id_column, where)) if id_column else encoded.table
+        return EncodedSplit(table, meta)
 
     def _load_or_encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
         key = self._split_key(split, vocabulary)
@@ -316,7 +348,12 @@ class ClassificationDataModule(L.LightningDataModule):
             self.datasets[split] = TokenizedDataset(EncodedSplit(table, full.meta))
 
     def _report(self, split: str, encoded: EncodedSplit) -> None:
-        """Log what encoding noticed: truncated inputs, dropped rows, split sentences."""
+        """Log what encoding noticed: truncated inputs, dropped rows, split sentences.
+
+        Not for the predict split: the prediction writer reports its notes after predicting.
+        """
+        if split == "predict":
+            return
         where = self.sources[split].describe()
         for note in encoded.meta.get("notes", []):
             rank_zero_info(note if note.startswith(where) else f"{where}: {note}")

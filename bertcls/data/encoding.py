@@ -25,6 +25,7 @@ import filelock
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
+from bertcls.data.labels import row_list
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError
 
@@ -91,6 +92,21 @@ def check_texts(frame: pd.DataFrame, columns: list[str], where: str) -> None:
             )
 
 
+def check_blank_texts(frame: pd.DataFrame, columns: list[str], where: str) -> None:
+    """Raise a ``DataError`` naming the rows whose text is missing, empty or only whitespace (predict input).
+
+    Non-text cells (numbers, lists of words) are left to the task's own checks.
+    """
+    for column in columns:
+        values = frame[column]
+        blank = values.isna() | values.map(lambda value: isinstance(value, str) and not value.strip())
+        if blank.any():
+            raise DataError(
+                f"{where}: empty text in column '{column}' at {row_list(frame.loc[blank, ROW_COLUMN])} (rows counted "
+                "from 1, header excluded). Every row needs a text to predict: fill in or remove those rows."
+            )
+
+
 def encode_texts(
     frame: pd.DataFrame,
     tokenizer: PreTrainedTokenizerBase,
@@ -123,10 +139,9 @@ def encode_texts(
             max_length=max_length,
             return_token_type_ids=text_pair_column is not None,
         )
-        outputs = {
-            "input_ids": encoded["input_ids"],
-            "truncated": [len(encoding.overflowing) > 0 for encoding in encoded.encodings],
-        }
+        truncated = [len(encoding.overflowing) > 0 for encoding in encoded.encodings]
+        outputs = {"input_ids": encoded["input_ids"], "truncated": truncated}
+        outputs["full_length"] = full_lengths(tokenizer, batch, encoded["input_ids"], truncated)
         if text_pair_column:
             outputs["token_type_ids"] = encoded["token_type_ids"]
         return outputs
@@ -134,15 +149,32 @@ def encode_texts(
     with quiet_datasets():
         table = raw.map(tokenize, batched=True, batch_size=ENCODE_BATCH_SIZE, remove_columns=text_keys)
     num_truncated = int(sum(table["truncated"]))
-    table = table.remove_columns("truncated")
+    longest = max(table["full_length"], default=0)
+    table = table.remove_columns(["truncated", "full_length"])
     meta = {"num_examples": len(table), "num_truncated": num_truncated, "max_length": max_length, "notes": []}
+    meta["longest_length"] = longest
     if num_truncated:
         share = 100 * num_truncated / len(table)
         meta["notes"].append(
             f"{where}: {num_truncated} of {len(table)} inputs ({share:.1f}%) are longer than max_length={max_length} "
-            "tokens and were truncated."
+            f"tokens (the longest has {longest}) and were cut to {max_length} tokens; raise "
+            "data.max_length (at most the encoder's limit, 512 for BERT) to keep more."
         )
     return EncodedSplit(table=table, meta=meta)
+
+
+def full_lengths(
+    tokenizer: PreTrainedTokenizerBase, batch: dict[str, list], input_ids: list[list[int]], truncated: list[bool]
+) -> list[int]:
+    """Each input's length in tokens before truncation; only the truncated inputs are tokenized again."""
+    lengths = [len(ids) for ids in input_ids]
+    cut = [index for index, was_cut in enumerate(truncated) if was_cut]
+    if cut:
+        pairs = [batch["text_pair"][index] for index in cut] if "text_pair" in batch else None
+        whole = tokenizer([batch["text"][index] for index in cut], pairs, verbose=False)["input_ids"]
+        for index, ids in zip(cut, whole, strict=True):
+            lengths[index] = len(ids)
+    return lengths
 
 
 class EncodingCache:

@@ -18,6 +18,8 @@ import datasets
 import pandas as pd
 
 from bertcls.data.conll import read_conll
+from bertcls.data.stdin import STDIN_NAME
+from bertcls.data.utf8 import check_utf8_file
 from bertcls.errors import DataError
 from bertcls.paths import resolve_location
 
@@ -45,12 +47,15 @@ class SplitSource:
     location: str
     hub_split: str | None = None
     hub_config: str | None = None
+    stdin: bool = False  # ``location`` is the JSON Lines copy of standard input's texts (``bertcls.data.stdin``)
 
     @property
     def is_hub(self) -> bool:
         return self.hub_split is not None
 
     def describe(self) -> str:
+        if self.stdin:
+            return STDIN_NAME
         if self.is_hub:
             config = f", config '{self.hub_config}'" if self.hub_config else ""
             return f"Hugging Face dataset '{self.location}'{config}, split '{self.hub_split}'"
@@ -108,7 +113,8 @@ def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
             return read_conll(resolved, path)
         return pd.read_parquet(resolved)
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not valid UTF-8 ({error}). Re-save the file as UTF-8.") from error
+        check_utf8_file(resolved, path)  # raises, naming the line and byte offset
+        raise DataError(f"{path}: not valid UTF-8 ({error}). Convert the file to UTF-8 (e.g. with iconv).") from error
     except (ValueError, pd.errors.ParserError) as error:
         raise DataError(f"{path}: could not be parsed as {fmt.upper()}: {error}") from error
 
@@ -162,7 +168,10 @@ def file_sha256(path: str | Path) -> str:
 
 def read_source(source: SplitSource, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
     """All of ``source`` as a DataFrame, with a ``row`` column holding each row's position in the source."""
-    frame = hub_frame(load_hub_split(source)) if source.is_hub else read_file(source.location, options)
+    if source.is_hub:
+        frame = hub_frame(load_hub_split(source))
+    else:  # the copy of standard input is JSON Lines whatever data.file_format says
+        frame = read_file(source.location, ReadOptions() if source.stdin else options)
     frame[ROW_COLUMN] = range(len(frame))
     return frame
 
@@ -199,5 +208,7 @@ def select(
         accepted_values = accepted if isinstance(accepted, list) else [accepted]
         frame = frame[frame[column].isin(accepted_values)]
     if frame.empty:
+        if not where:
+            raise DataError(f"{source.describe()}: holds no rows.")
         raise DataError(f"{source.describe()}: no rows left after the filter {where}. Check data.where.")
     return frame[[*columns, ROW_COLUMN]].reset_index(drop=True)

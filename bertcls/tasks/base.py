@@ -147,6 +147,7 @@ class Task(ABC):
     # Built with (hidden_size, num_labels, HeadOptions) and (label_names, prefix, detailed).
     head_class: ClassVar[type[TaskHead]]
     evaluator_class: ClassVar[type[Evaluator]]
+    supports_top_k: ClassVar[bool] = False  # prediction records can list the k most probable labels
 
     # --- data ----------------------------------------------------------------------------------
     @abstractmethod
@@ -197,9 +198,30 @@ class Task(ABC):
 
     @abstractmethod
     def prediction_records(
-        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset
+        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset, top_k: int = 1
     ) -> Iterator[dict[str, Any]]:
-        """One JSON-ready record per source row, in row order, from the concatenated ``predict`` outputs."""
+        """One JSON-ready record per source row, in row order, from the concatenated ``predict`` outputs.
+
+        Every record starts with ``row``. ``top_k`` > 1 (only where ``supports_top_k``) adds the k most
+        probable labels. Under DDP each rank makes the records of its own outputs; see ``merged_records``.
+        """
+
+    def merged_records(
+        self, parts: Iterator[list[dict[str, Any]]], label_names: list[str], dataset: TokenizedDataset
+    ) -> Iterator[dict[str, Any]]:
+        """The final records from the DDP ranks' records, grouped by row (``parts``: each row's records).
+
+        A task whose rows are one example each gets one record per row: it is final. A task that splits a row
+        into several examples (the token task's windows) may get a row's partial records from several ranks.
+        """
+        for records in parts:
+            if len(records) != 1:
+                raise RuntimeError(f"row {records[0]['row']} was predicted by {len(records)} processes")
+            yield records[0]
+
+    def decision_thresholds(self, head: TaskHead, label_names: list[str]) -> dict[str, float] | None:
+        """Per-label thresholds that the predicted labels were chosen with, written beside the predictions."""
+        return None
 
 
 def inverse_frequency(counts: np.ndarray, total: int) -> torch.Tensor:

@@ -441,8 +441,9 @@ class MultiLabelTask(Task):
         return ((total - positives) / positives.clamp(min=1)).clamp(*POS_WEIGHT_RANGE)
 
     def prediction_records(
-        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset
+        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset, top_k: int = 1
     ) -> Iterator[dict[str, Any]]:
+        """``row``, the ``labels`` at or above their thresholds, and every label's probability."""
         rows, probabilities, predicted = outputs["rows"], outputs["probabilities"], outputs["predicted"]
         for index in rows.argsort().tolist():
             chosen = predicted[index].tolist()
@@ -452,3 +453,6 @@ class MultiLabelTask(Task):
                 "labels": [name for name, on in zip(label_names, chosen, strict=True) if on],
                 "probabilities": dict(zip(label_names, scores, strict=True)),
             }
+
+    def decision_thresholds(self, head: TaskHead, label_names: list[str]) -> dict[str, float] | None:
+        return dict(zip(label_names, head.thresholds.tolist(), strict=True))

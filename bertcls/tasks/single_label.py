@@ -110,6 +110,7 @@ class SingleLabelTask(Task):
     monitor = "val/accuracy"
     head_class = SingleLabelHead
     evaluator_class = SingleLabelEvaluator
+    supports_top_k = True
 
     def text_pair_column(self, spec: DataSpec) -> str | None:
         return spec.text_pair_column
@@ -153,17 +154,26 @@ class SingleLabelTask(Task):
         return np.bincount(dataset.scalars["labels"], minlength=num_labels), len(dataset)
 
     def prediction_records(
-        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset
+        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset, top_k: int = 1
     ) -> Iterator[dict[str, Any]]:
+        """``row``, the most probable ``label`` and its ``score``, for ``top_k`` > 1 the ``top_k`` most probable
+        labels (``[{"label", "score"}, ...]``, best first; ties in label order), and every label's probability."""
         rows, probabilities = outputs["rows"], outputs["probabilities"]
+        count = min(top_k, len(label_names))
         for index in rows.argsort().tolist():
-            scores = probabilities[index].tolist()
-            best = max(range(len(scores)), key=scores.__getitem__)
-            yield {
+            exact = probabilities[index].tolist()
+            # A stable sort: equal probabilities keep label order, as argmax does.
+            ranked = sorted(range(len(exact)), key=exact.__getitem__, reverse=True)[:count]
+            scores = [round(score, 6) for score in exact]
+            record: dict[str, Any] = {
                 "row": int(rows[index]),
-                "label": label_names[best],
-                "probabilities": dict(zip(label_names, (round(score, 6) for score in scores), strict=True)),
+                "label": label_names[ranked[0]],
+                "score": scores[ranked[0]],
             }
+            if top_k > 1:
+                record["top_k"] = [{"label": label_names[label], "score": scores[label]} for label in ranked]
+            record["probabilities"] = dict(zip(label_names, scores, strict=True))
+            yield record
 
 
 class SentencePairTask(SingleLabelTask):

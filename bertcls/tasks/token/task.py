@@ -32,6 +32,7 @@ from bertcls.tasks.token.evaluation import TokenEvaluator
 from bertcls.tasks.token.reading import read_sentences, split_text, string_lists, tags_to_ids
 
 PREDICTED = ("rows", "word_ids", "tag_ids", "scores")  # the per-word outputs of ``TokenHead.predict``
+WORD_SCORES = "word_scores"  # in a partial record (a rank that predicted only some windows of the row)
 
 
 class TokenHead(TaskHead):
@@ -185,31 +186,69 @@ class TokenTask(Task):
         return np.bincount(labelled, minlength=num_labels), len(labelled)
 
     def prediction_records(
-        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset
+        self, outputs: dict[str, torch.Tensor], label_names: list[str], dataset: TokenizedDataset, top_k: int = 1
     ) -> Iterator[dict[str, Any]]:
         """Per row: its words, the predicted tag of each word and the entities (seqeval's spans).
 
         An entity's ``start_char`` / ``end_char`` index the original text for raw-text input, and for word
         input the words joined by single spaces. A word that was not classified (cut by ``long_inputs:
-        truncate``) has the tag None and belongs to no entity.
+        truncate``) has the tag None and belongs to no entity. Under DDP the windows of a long sentence may
+        be predicted by different ranks: a rank that has only some of a row's windows makes a partial record
+        (its words' scores instead of entities), which ``merged_records`` completes.
         """
         rows, word_ids, tag_ids, scores = (outputs[name].cpu().numpy() for name in PREDICTED)
         order = np.lexsort((word_ids, rows))
         rows, word_ids, tag_ids, scores = rows[order], word_ids[order], tag_ids[order], scores[order]
-        sentence_rows = np.unique(outputs["sentence_rows"].cpu().numpy())
+        sentence_rows, windows_seen = np.unique(outputs["sentence_rows"].cpu().numpy(), return_counts=True)
         # Every window of a sentence holds its words (and text); read them from its first window.
-        dataset_rows, first_windows = np.unique(dataset.rows, return_index=True)
-        examples = first_windows[np.searchsorted(dataset_rows, sentence_rows)]
-        names = [name for name in ("words", "text", "offsets") if name in dataset.table.column_names]
-        sources = dataset.table.select(examples.tolist()).select_columns(names)
+        dataset_rows, first_windows, windows = np.unique(dataset.rows, return_index=True, return_counts=True)
+        positions = np.searchsorted(dataset_rows, sentence_rows)
+        complete = (windows_seen == windows[positions]).tolist()
+        sources = dataset.table.select(first_windows[positions].tolist()).select_columns(_source_columns(dataset))
         starts, ends = np.searchsorted(rows, sentence_rows), np.searchsorted(rows, sentence_rows, side="right")
-        for row, source, start, end in zip(sentence_rows.tolist(), sources, starts, ends, strict=True):
+        for row, source, start, end, whole in zip(sentence_rows.tolist(), sources, starts, ends, complete, strict=True):
             words = source["words"]
             tags: list[str | None] = [None] * len(words)
             word_scores = [0.0] * len(words)
             for word, tag, score in zip(word_ids[start:end], tag_ids[start:end], scores[start:end], strict=True):
                 tags[word], word_scores[word] = label_names[tag], float(score)
-            yield {"row": row, "tokens": words, "tags": tags, "entities": _entities(tags, word_scores, source)}
+            record: dict[str, Any] = {"row": row, "tokens": words, "tags": tags}
+            if whole:
+                record["entities"] = _entities(tags, word_scores, source)
+            else:
+                record[WORD_SCORES] = word_scores
+            yield record
+
+    def merged_records(
+        self, parts: Iterator[list[dict[str, Any]]], label_names: list[str], dataset: TokenizedDataset
+    ) -> Iterator[dict[str, Any]]:
+        """Complete records pass; the partial records of a row (from several ranks) are joined word by word."""
+        sources, dataset_rows, first_windows = None, None, None
+        for records in parts:
+            if len(records) == 1 and WORD_SCORES not in records[0]:
+                yield records[0]
+                continue
+            if sources is None:
+                sources = dataset.table.select_columns(_source_columns(dataset))
+                dataset_rows, first_windows = np.unique(dataset.rows, return_index=True)
+            row = records[0]["row"]
+            source = sources[int(first_windows[np.searchsorted(dataset_rows, row)])]
+            tags, word_scores = list(records[0]["tags"]), list(records[0][WORD_SCORES])
+            for record in records[1:]:
+                for word, (tag, score) in enumerate(zip(record["tags"], record[WORD_SCORES], strict=True)):
+                    if tag is not None:  # every word is classified in one window only
+                        tags[word], word_scores[word] = tag, score
+            yield {
+                "row": row,
+                "tokens": records[0]["tokens"],
+                "tags": tags,
+                "entities": _entities(tags, word_scores, source),
+            }
+
+
+def _source_columns(dataset: TokenizedDataset) -> list[str]:
+    """The encoded split's columns that hold a sentence's words (and its raw text with the words' offsets)."""
+    return [name for name in ("words", "text", "offsets") if name in dataset.table.column_names]
 
 
 def _entities(tags: list[str | None], scores: list[float], source: dict[str, Any]) -> list[dict[str, Any]]:

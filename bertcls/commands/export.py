@@ -1,0 +1,110 @@
+"""``bertcls export``: a checkpoint of ``bertcls fit`` as a Hugging Face model folder and/or an ONNX model.
+
+    bertcls export checkpoints/my-run/version_0/checkpoints/best-*.ckpt --output exported/my-run
+    bertcls export CKPT --output DIR --onnx          # the folder, plus DIR/model.onnx
+    bertcls export CKPT --output DIR --onnx-only     # DIR/model.onnx and the tokenizer (any pooling)
+
+The checkpoint may be a plain ``.ckpt`` file or the ``.ckpt`` folder of a DeepSpeed run. After writing, the
+exported model is run beside the checkpoint's on a few sentences and the largest difference between their
+logits is printed; a difference above ``MAX_DIFFERENCE`` stops the command with an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertcls.errors import InputError
+from bertcls.export.checkpoint import check_output, load_checkpoint, write_tokenizer
+from bertcls.export.hf_folder import export_hf_folder
+from bertcls.model.module import BertClassifier
+
+MAX_DIFFERENCE = 1e-3
+SENTENCES = [
+    "A gripping, beautifully acted film.",
+    "The plot is thin and the jokes fall flat, but the music is lovely.",
+    "Paris is the capital of France.",
+    "I would not watch it again.",
+]
+
+
+def main(argv: list[str]) -> None:
+    try:
+        export(argv)
+    except InputError as error:
+        raise SystemExit(f"bertcls: error: {error}") from error
+
+
+def option_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bertcls export",
+        description="Write a checkpoint of `bertcls fit` as a standard Hugging Face model folder "
+        "(AutoModelFor...Classification, transformers.pipeline) and/or an ONNX model. See docs/inference.md.",
+    )
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt file, or a DeepSpeed checkpoint folder (*.ckpt/)")
+    parser.add_argument("--output", type=Path, required=True, help="the folder to write")
+    parser.add_argument("--onnx", action="store_true", help="also write <output>/model.onnx")
+    parser.add_argument(
+        "--onnx-only", action="store_true", help="only model.onnx and the tokenizer (for pooling 'mean')"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    return parser
+
+
+def export(argv: list[str]) -> dict[str, Any]:
+    """Run the command; return what was written and the measured differences."""
+    options = option_parser().parse_args(argv)
+    check_output(options.output, options.overwrite, "--output")
+    checkpoint = load_checkpoint(options.checkpoint)
+    model = classifier(checkpoint)
+    result: dict[str, Any] = {"folder": options.output}
+    if not options.onnx_only:
+        exported = export_hf_folder(checkpoint, options.output, source=options.checkpoint)
+        result["hf_difference"] = logits_difference(model, exported, options.output)
+        print(f"Hugging Face folder: {options.output} (max |logits difference| {result['hf_difference']:.2e})")
+    else:
+        options.output.mkdir(parents=True, exist_ok=True)
+        write_tokenizer(checkpoint, checkpoint["hyper_parameters"], options.output, options.checkpoint)
+    if options.onnx or options.onnx_only:
+        from bertcls.export.onnx import check_onnx_parity, export_onnx
+
+        path = export_onnx(model, options.output / "model.onnx")
+        result["onnx_difference"] = check_onnx_parity(model, path, sample_batch(options.output))
+        print(f"ONNX model: {path} (max |logits difference| {result['onnx_difference']:.2e})")
+    for name in ("hf_difference", "onnx_difference"):
+        if result.get(name, 0.0) > MAX_DIFFERENCE:
+            raise InputError(
+                f"the exported model's logits differ from the checkpoint's by {result[name]:.2e} (more than "
+                f"{MAX_DIFFERENCE}): the export is wrong. Please report it with the checkpoint's config."
+            )
+    return result
+
+
+def classifier(checkpoint: dict[str, Any]) -> BertClassifier:
+    """The checkpoint's ``BertClassifier`` (architecture from its hyperparameters, no download), in eval mode."""
+    hparams = {key: value for key, value in checkpoint["hyper_parameters"].items() if not key.startswith("_")}
+    model = BertClassifier(**hparams)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def sample_batch(folder: Path) -> dict[str, torch.Tensor]:
+    """The test sentences, tokenized by the exported tokenizer, padded into one batch."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return dict(tokenizer(SENTENCES, padding=True, return_tensors="pt", return_token_type_ids=True))
+
+
+@torch.inference_mode()
+def logits_difference(model: BertClassifier, exported: torch.nn.Module, folder: Path) -> float:
+    batch = sample_batch(folder)
+    expected = model(batch)
+    actual = exported(**batch).logits
+    mask = batch["attention_mask"].bool()
+    if expected.dim() == 3:  # token logits: compare real tokens only
+        expected, actual = expected[mask], actual[mask]
+    return float((expected - actual).abs().max())

@@ -1,0 +1,1 @@
+"""Export a fine-tuned model out of bertcls: a Hugging Face model folder, ONNX."""

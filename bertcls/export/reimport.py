@@ -1,0 +1,79 @@
+"""An exported Hugging Face folder back as a bertcls checkpoint, so ``bertcls predict --ckpt_path FOLDER`` works.
+
+The inverse of ``bertcls.export.hf_folder``: the encoder's weights, the classifier (the ``cls`` pooling's scale
+undone), the labels and the ``bertcls`` section of ``config.json`` (task, pooling, max_length, thresholds), and
+the tokenizer's files, in the form of a checkpoint of ``bertcls fit``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from bertcls.atomic_files import atomic_write
+from bertcls.errors import InputError
+from bertcls.export.hf_folder import CLS_POOLER_SCALE
+from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def is_exported_folder(path: str | Path) -> bool:
+    config = Path(path) / "config.json"
+    return config.is_file() and "bertcls" in json.loads(config.read_text(encoding="utf-8"))
+
+
+def checkpoint_file(folder: Path, cache_root: Path) -> Path:
+    """The folder as a checkpoint file in ``cache_root/exported/`` (written once per folder content)."""
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise InputError(f"{folder} has no model.safetensors: export it again with `bertcls export`.")
+    digest = hashlib.sha256((folder / "config.json").read_bytes() + weights.read_bytes()).hexdigest()[:32]
+    path = cache_root / "exported" / f"{digest}.ckpt"
+    if not path.is_file():
+        checkpoint = checkpoint_from_folder(folder)
+        atomic_write(path, lambda file: torch.save(checkpoint, file))
+    return path
+
+
+def checkpoint_from_folder(folder: Path) -> dict[str, Any]:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    section = config.pop("bertcls")
+    task, pooling = section["task"], section.get("pooling") or "cls"
+    labels = [config["id2label"][str(index)] for index in range(len(config["id2label"]))]
+    weights = load_file(folder / "model.safetensors")
+    state = {f"encoder.{name[len('bert.') :]}": tensor for name, tensor in weights.items() if name.startswith("bert.")}
+    if task == "token" or pooling != "pooler":
+        state = {name: tensor for name, tensor in state.items() if not name.startswith("encoder.pooler.")}
+    classifier = weights["classifier.weight"]
+    if task != "token" and pooling == "cls":
+        classifier = classifier * CLS_POOLER_SCALE
+    state |= {"head.classifier.weight": classifier, "head.classifier.bias": weights["classifier.bias"]}
+    if "thresholds" in section:
+        state["head.thresholds"] = torch.tensor(section["thresholds"], dtype=torch.float)
+    encoder_config = {key: value for key, value in config.items() if key not in ("id2label", "label2id")}
+    encoder_config["architectures"] = ["BertModel"]
+    tokenizer = {
+        name: (folder / name).read_text(encoding="utf-8") for name in TOKENIZER_FILES if (folder / name).is_file()
+    }
+    return {
+        "epoch": 0,
+        "global_step": 0,
+        "pytorch-lightning_version": "2.6.0",
+        "state_dict": state,
+        "hyper_parameters": {
+            "model_name": str(folder),
+            "task": task,
+            "label_names": labels,
+            "pooling": pooling,
+            "dropout": config.get("classifier_dropout"),
+            "encoder_config": encoder_config,
+        },
+        "datamodule_hyper_parameters": {"max_length": section.get("max_length")},
+        TOKENIZER_CHECKPOINT_KEY: tokenizer,
+    }
