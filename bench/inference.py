@@ -27,9 +27,9 @@ runners take turns slice by slice, the first to go rotating, so that the slow sp
 of them alike. Each runner's time is the sum of its turns: everything from the texts to the probabilities
 (tokenization, batching, padding, the forward passes, softmax, the order restored).
 
-    python bench/inference.py                        # everything (about 1.5 hours on 2 CPU cores)
-    python bench/inference.py --limit 2000           # the first 2,000 texts of each data set
-    python bench/inference.py --limit 256 --levers   # smoke run, with the extra runners
+    python bench/inference.py                        # everything (about 1-1.5 hours on 2 CPU cores)
+    python bench/inference.py --limit 2000 --levers  # the first 2,000 texts of each data set: 12-15 minutes
+    python bench/inference.py --limit 64 --pool 32 --slices 2 --levers   # smoke run
 """
 
 from __future__ import annotations
