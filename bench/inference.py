@@ -64,6 +64,7 @@ COMPARISONS = [
     ("onnx", "bertcls"),
     ("bertcls unbucketed", "bertcls"),
     ("bertcls bf16", "bertcls"),
+    ("bertcls bf16", "pipeline"),
 ]
 
 

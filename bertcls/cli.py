@@ -94,11 +94,15 @@ class BertClsCLI(LightningCLI):
         if config.trainer.enable_progress_bar is False:  # Lightning refuses a progress-bar callback then
             config.trainer.callbacks = [entry for entry in config.trainer.callbacks or [] if not is_progress_bar(entry)]
         if config.ckpt_path and Path(config.ckpt_path).is_file():
+            # mmap: only the small entries are read, not the weights.
+            checkpoint = torch.load(config.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
             # The checkpoint's own tokenizer: the training run's model folder or hub name may be gone.
             cache_root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
-            bundled = restore_bundled_tokenizer(config.ckpt_path, cache_root)
+            bundled = restore_bundled_tokenizer(checkpoint, cache_root)
             if bundled is not None:
                 config.data.tokenizer = str(bundled)
+            if config.data.max_length is None:  # tokenize as the model was trained
+                config.data.max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
 
     def after_fit(self) -> None:
         for callback in self.trainer.callbacks:

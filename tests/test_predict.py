@@ -89,6 +89,41 @@ def predict(checkpoint: Path, source: object, output: Path, *extra: object) -> S
     )  # fmt: skip
 
 
+def test_max_length_defaults_to_the_checkpoints(
+    model: SimpleNamespace, tmp_path: Path, minilm_tokenizer, lightning_messages: list[str]
+) -> None:
+    """Without --data.max_length, predict cuts texts where training did (32, saved in the checkpoint), not at 128."""
+    output = tmp_path / "out.jsonl"
+    assert run_cli(
+        "predict", "--ckpt_path", model.checkpoint, "--data.predict_file", model.file, "--predictions.output_file",
+        output, "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+    ) is None  # fmt: skip
+    over = sum(len(ids) > 32 for ids in minilm_tokenizer(model.texts)["input_ids"])
+    assert over > 0
+    assert any(f"{over} of {ROWS} inputs" in message and "max_length=32 " in message for message in lightning_messages)
+    assert len(read_jsonl(output)) == ROWS
+
+
+def test_bf16_autocast_on_the_cpu_keeps_the_predictions(model: SimpleNamespace, tmp_path: Path) -> None:
+    """``--trainer.precision bf16-mixed`` (the CPU speed lever of docs/inference.md): same rows, near probabilities."""
+    exact, fast = tmp_path / "fp32.jsonl", tmp_path / "bf16.jsonl"
+    assert predict(model.checkpoint, model.file, exact) is None
+    assert predict(model.checkpoint, model.file, fast, "--trainer.precision", "bf16-mixed") is None
+    exact_records, fast_records = read_jsonl(exact), read_jsonl(fast)
+    assert [record["row"] for record in fast_records] == list(range(ROWS))
+    names = list(exact_records[0]["probabilities"])
+    p32 = np.array([[record["probabilities"][name] for name in names] for record in exact_records])
+    p16 = np.array([[record["probabilities"][name] for name in names] for record in fast_records])
+    difference = np.abs(p32 - p16).max()
+    assert 0 < difference < 2e-2, "bf16 must change the arithmetic, and only a little"
+    top_two = np.sort(p32, axis=1)[:, -2:]
+    clear = top_two[:, 1] - top_two[:, 0] > 2 * difference  # labels no rounding can flip
+    assert clear.sum() > ROWS // 2
+    labels32 = np.array([record["label"] for record in exact_records])
+    labels16 = np.array([record["label"] for record in fast_records])
+    assert (labels32[clear] == labels16[clear]).all()
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 

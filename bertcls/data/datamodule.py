@@ -36,6 +36,7 @@ from bertcls.tasks import DataSpec, TaskName, get_task
 from bertcls.tasks.base import LongInputs
 
 SPLITS = ("train", "validation", "test", "predict")
+DEFAULT_MAX_LENGTH = 128  # word pieces; BERT allows 512
 STAGE_SPLITS = {
     "fit": ("train", "validation"),
     "validate": ("validation",),
@@ -72,7 +73,8 @@ class ClassificationDataModule(L.LightningDataModule):
         where: keep only rows whose column equals a value (or one of a list), e.g. ``{source: imdb}``.
         tokenizer: tokenizer name or folder; the CLI links it to ``model.model_name``.
         label_names: fixed label order; by default the sorted labels of the training split.
-        max_length: longer inputs are truncated (and counted), or split into windows (token task).
+        max_length: longer inputs are truncated (and counted), or split into windows (token task). Unset: the
+            training run's when the CLI evaluates or predicts from a checkpoint, else ``DEFAULT_MAX_LENGTH``.
         label_all_subtokens: token task: every word piece carries its word's tag in the loss, not only the first.
         long_inputs, window_stride: token task: ``split`` long sentences into windows sharing ``window_stride``
             word pieces (every word is still predicted once), or ``truncate`` them.
@@ -115,7 +117,7 @@ class ClassificationDataModule(L.LightningDataModule):
         split_seed: int = 42,
         tokenizer: str = "bert-base-uncased",
         label_names: list[str] | None = None,
-        max_length: int = 128,
+        max_length: int | None = None,
         label_all_subtokens: bool = False,
         long_inputs: LongInputs = "split",
         window_stride: int = 32,
@@ -129,6 +131,7 @@ class ClassificationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        max_length = self.hparams.max_length = max_length or DEFAULT_MAX_LENGTH  # checkpoints keep the number
         self.task = get_task(task)
         files = {"train": train_file, "validation": validation_file, "test": test_file, "predict": predict_file}
         hub_names = hub_splits or {"train": "train", "validation": "validation", "test": "test"}

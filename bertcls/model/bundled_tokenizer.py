@@ -11,9 +11,10 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 TOKENIZER_CHECKPOINT_KEY = "bertcls_tokenizer_files"
@@ -26,10 +27,8 @@ def tokenizer_files(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
         return {path.name: path.read_text(encoding="utf-8") for path in sorted(Path(folder).iterdir())}
 
 
-def restore_bundled_tokenizer(checkpoint_path: str | Path, cache_root: Path) -> Path | None:
+def restore_bundled_tokenizer(checkpoint: Mapping[str, Any], cache_root: Path) -> Path | None:
     """Write the tokenizer kept in a checkpoint to ``cache_root/tokenizers/<hash>/``; None if it has none."""
-    # mmap: only the small tokenizer entry is read, not the weights.
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
     files: dict[str, str] | None = checkpoint.get(TOKENIZER_CHECKPOINT_KEY)
     if not files:
         return None
