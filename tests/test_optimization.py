@@ -4,17 +4,28 @@ schedule's length under gradient accumulation, and the optimizer under DeepSpeed
 from __future__ import annotations
 
 import importlib.util
+import io
 from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
+import pandas as pd
 import pytest
+import torch
 from helpers import separable_frame, write_frame
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from test_cli_end_to_end import fit_args, run_in
 from torch import nn
 
 from bertcls.model.module import BertClassifier
-from bertcls.model.optimization import layer_depth, offloads_optimizer, parameter_groups
+from bertcls.model.optimization import (
+    adamw,
+    clip_without_scaler,
+    layer_depth,
+    offloads_optimizer,
+    parameter_groups,
+)
 
 LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 0.05
@@ -202,3 +213,63 @@ def test_optimizer_offload_is_detected_from_the_strategy() -> None:
     assert not offloads_optimizer(DeepSpeedStrategy(config={"zero_optimization": {"stage": 3}}))
     assert offloads_optimizer(DeepSpeedStrategy(config={"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}))
     assert not offloads_optimizer(object())
+
+
+# --- mixed precision: the fused optimizer and gradient clipping ------------------------------------------
+class RecordGradientNorms(L.Callback):
+    """The gradient norm that stepped the optimizer: after clipping (Lightning clips after the
+    ``on_before_optimizer_step`` hooks; the gradients stay until the next batch's ``zero_grad``)."""
+
+    norms: list[float] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: object) -> None:
+        gradients = [p.grad.float() for p in pl_module.parameters() if p.grad is not None]
+        RecordGradientNorms.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in gradients]))))
+
+
+def test_bf16_mixed_fit_clips_gradients_with_the_fused_optimizer(
+    tiny_model_dir: Path, real_words: list[str], tmp_path: Path
+) -> None:
+    """configs/trainer/gpu.yaml's bf16-mixed with gradient_clip_val: Lightning alone refuses to clip for fused
+    AdamW ("does not allow for gradient clipping") at the first step; bertcls clips, and the norms obey the limit."""
+    task = SimpleNamespace(
+        train=write_frame(separable_frame(real_words, 64, seed=1), tmp_path / "train.csv"),
+        validation=write_frame(separable_frame(real_words, 32, seed=2), tmp_path / "dev.csv"),
+    )
+    RecordGradientNorms.norms.clear()
+    extra = (
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.gradient_clip_val",
+        "0.05",
+        "--trainer.log_every_n_steps",
+        "1",
+    )
+    callback = "--trainer.callbacks+=test_optimization.RecordGradientNorms"
+    assert run_in(tmp_path, *fit_args(tiny_model_dir, task, "bf16", 1, *extra, callback)) is None
+    assert len(RecordGradientNorms.norms) == 4
+    assert max(RecordGradientNorms.norms) <= 0.05 * 1.001
+    metrics = (tmp_path / "checkpoints" / "bf16" / "version_0" / "metrics.csv").read_text()
+    norms_before = [float(value) for value in pd.read_csv(io.StringIO(metrics))["train/grad_norm"].dropna()]
+    assert norms_before and min(norms_before) > 0.05, "the limit must bind, or nothing was clipped"
+
+
+def test_fused_adamw_unless_a_gradient_scaler_unscales() -> None:
+    """fp16's scaler (16-mixed on a GPU) needs unscaled gradients before clipping: foreach AdamW; otherwise fused."""
+    parameters = [nn.Parameter(torch.ones(3))]
+    fp16 = SimpleNamespace(precision_plugin=MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu")))
+    bf16 = SimpleNamespace(precision_plugin=MixedPrecision("bf16-mixed", "cpu"))
+    fp32 = SimpleNamespace(precision_plugin=Precision())
+    assert not adamw([{"params": parameters}], 1e-3, 1e-8, fp16).defaults["fused"]
+    assert adamw([{"params": parameters}], 1e-3, 1e-8, bf16).defaults["fused"]
+    assert adamw([{"params": parameters}], 1e-3, 1e-8, fp32).defaults["fused"]
+
+    module = nn.Linear(4, 4)
+    module(torch.ones(2, 4)).sum().mul(100).backward()
+    assert not clip_without_scaler(module, fp16.precision_plugin, 1.0, GradClipAlgorithmType.NORM)
+    assert not clip_without_scaler(module, fp32.precision_plugin, 1.0, GradClipAlgorithmType.NORM)
+    assert not clip_without_scaler(module, bf16.precision_plugin, None, GradClipAlgorithmType.NORM)
+    assert clip_without_scaler(module, bf16.precision_plugin, 1.0, GradClipAlgorithmType.NORM)
+    assert torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in module.parameters()])) <= 1.0 + 1e-5
+    assert clip_without_scaler(module, bf16.precision_plugin, 0.01, GradClipAlgorithmType.VALUE)
+    assert max(float(p.grad.abs().max()) for p in module.parameters()) <= 0.01

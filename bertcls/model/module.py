@@ -15,7 +15,13 @@ from transformers import get_linear_schedule_with_warmup
 from bertcls.errors import InputError
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY, tokenizer_files
 from bertcls.model.encoder import load_encoder, serializable_config
-from bertcls.model.optimization import adamw, gradient_norm, parameter_groups, total_optimizer_steps
+from bertcls.model.optimization import (
+    adamw,
+    clip_without_scaler,
+    gradient_norm,
+    parameter_groups,
+    total_optimizer_steps,
+)
 from bertcls.model.pooling import Pooling
 from bertcls.tasks import HeadOptions, Task, TaskHead, TaskName, get_task
 
@@ -172,6 +178,13 @@ class BertClassifier(L.LightningModule):
         norm = gradient_norm(self, self.trainer.strategy)
         if norm is not None:
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
+    ) -> None:
+        precision = self.trainer.precision_plugin
+        if not clip_without_scaler(self, precision, gradient_clip_val, gradient_clip_algorithm):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # DeepSpeed keeps the gradients itself; its engine reports the norm of its last optimizer step.

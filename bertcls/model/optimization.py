@@ -7,7 +7,9 @@ import re
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import nn
 
 LAYER_INDEX = re.compile(r"\.layer\.(\d+)\.")
@@ -119,8 +121,28 @@ def adamw(groups: list[dict], learning_rate: float, eps: float, strategy: object
         from deepspeed.ops.adam import DeepSpeedCPUAdam
 
         return DeepSpeedCPUAdam(groups, lr=learning_rate, eps=eps, adamw_mode=True, bias_correction=True)
-    # The fused kernel (CPU and CUDA) steps all parameters at once: about 7x faster than foreach on a CPU.
-    return torch.optim.AdamW(groups, lr=learning_rate, eps=eps, fused=True)
+    # The fused kernel (CPU and CUDA) steps all parameters at once: about 7x faster than foreach on a CPU. It
+    # unscales fp16 gradients inside its step, too late for clipping, so with a gradient scaler (16-mixed)
+    # Lightning refuses it: then foreach, and Lightning unscales before clipping.
+    fused = getattr(strategy.precision_plugin, "scaler", None) is None
+    return torch.optim.AdamW(groups, lr=learning_rate, eps=eps, fused=fused)
+
+
+def clip_without_scaler(module: nn.Module, precision: object, clip_val: float | None, algorithm: object) -> bool:
+    """Clip the gradients of ``module`` here when mixed precision runs without a gradient scaler (bf16-mixed);
+    True if it did.
+
+    Lightning's mixed-precision plugin refuses to clip for any optimizer that can unscale gradients itself (the
+    fused AdamW), because under fp16 the gradients would still be scaled. bf16 has no scaler, so its gradients
+    are the true ones and clipping them is what fp32 does.
+    """
+    if not clip_val or not isinstance(precision, MixedPrecision) or precision.scaler is not None:
+        return False
+    if algorithm == GradClipAlgorithmType.VALUE:
+        torch.nn.utils.clip_grad_value_(module.parameters(), clip_val)
+    else:
+        torch.nn.utils.clip_grad_norm_(module.parameters(), clip_val)
+    return True
 
 
 def gradient_norm(module: nn.Module, strategy: object) -> torch.Tensor | None:
