@@ -21,7 +21,7 @@ from torch import nn
 from bertcls.model.module import BertClassifier
 from bertcls.model.optimization import (
     adamw,
-    clip_without_scaler,
+    clip_where_lightning_refuses,
     layer_depth,
     offloads_optimizer,
     parameter_groups,
@@ -264,12 +264,35 @@ def test_fused_adamw_unless_a_gradient_scaler_unscales() -> None:
     assert adamw([{"params": parameters}], 1e-3, 1e-8, bf16).defaults["fused"]
     assert adamw([{"params": parameters}], 1e-3, 1e-8, fp32).defaults["fused"]
 
+
+def test_clipping_where_lightning_refuses() -> None:
+    """bf16-mixed: clipped here, by norm or value; fp16 (scaled gradients) and fp32: left to Lightning."""
+    fp16 = SimpleNamespace(precision_plugin=MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu")))
+    bf16 = SimpleNamespace(precision_plugin=MixedPrecision("bf16-mixed", "cpu"))
+    fp32 = SimpleNamespace(precision_plugin=Precision())
     module = nn.Linear(4, 4)
     module(torch.ones(2, 4)).sum().mul(100).backward()
-    assert not clip_without_scaler(module, fp16.precision_plugin, 1.0, GradClipAlgorithmType.NORM)
-    assert not clip_without_scaler(module, fp32.precision_plugin, 1.0, GradClipAlgorithmType.NORM)
-    assert not clip_without_scaler(module, bf16.precision_plugin, None, GradClipAlgorithmType.NORM)
-    assert clip_without_scaler(module, bf16.precision_plugin, 1.0, GradClipAlgorithmType.NORM)
+    norm = GradClipAlgorithmType.NORM
+    assert not clip_where_lightning_refuses(module, fp16, 1.0, norm)
+    assert not clip_where_lightning_refuses(module, fp32, 1.0, norm)
+    assert not clip_where_lightning_refuses(module, bf16, None, norm)
+    assert clip_where_lightning_refuses(module, bf16, 1.0, norm)
     assert torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in module.parameters()])) <= 1.0 + 1e-5
-    assert clip_without_scaler(module, bf16.precision_plugin, 0.01, GradClipAlgorithmType.VALUE)
+    assert clip_where_lightning_refuses(module, bf16, 0.01, GradClipAlgorithmType.VALUE)
     assert max(float(p.grad.abs().max()) for p in module.parameters()) <= 0.01
+
+
+def test_fsdp_clips_by_norm_through_its_root_module() -> None:
+    """Lightning raises for FSDP with gradient_clip_val by norm (every trainer config sets 1.0); the root module's
+    clip_grad_norm_ takes the norm over all shards. (A real FSDP run needs CUDA GPUs.)"""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    calls: list[float] = []
+    strategy = FSDPStrategy()
+    strategy.model = SimpleNamespace(clip_grad_norm_=calls.append)
+    module = nn.Linear(2, 2)
+    assert clip_where_lightning_refuses(module, strategy, 1.0, GradClipAlgorithmType.NORM)
+    assert calls == [1.0]
+    assert not clip_where_lightning_refuses(module, strategy, 0.5, GradClipAlgorithmType.VALUE)
+    assert not clip_where_lightning_refuses(module, strategy, 0.0, GradClipAlgorithmType.NORM)
+    assert calls == [1.0]

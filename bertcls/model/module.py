@@ -17,7 +17,7 @@ from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY, tokenizer_
 from bertcls.model.encoder import load_encoder, serializable_config
 from bertcls.model.optimization import (
     adamw,
-    clip_without_scaler,
+    clip_where_lightning_refuses,
     gradient_norm,
     parameter_groups,
     total_optimizer_steps,
@@ -182,8 +182,7 @@ class BertClassifier(L.LightningModule):
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
     ) -> None:
-        precision = self.trainer.precision_plugin
-        if not clip_without_scaler(self, precision, gradient_clip_val, gradient_clip_algorithm):
+        if not clip_where_lightning_refuses(self, self.trainer.strategy, gradient_clip_val, gradient_clip_algorithm):
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

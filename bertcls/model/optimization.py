@@ -128,17 +128,31 @@ def adamw(groups: list[dict], learning_rate: float, eps: float, strategy: object
     return torch.optim.AdamW(groups, lr=learning_rate, eps=eps, fused=fused)
 
 
-def clip_without_scaler(module: nn.Module, precision: object, clip_val: float | None, algorithm: object) -> bool:
-    """Clip the gradients of ``module`` here when mixed precision runs without a gradient scaler (bf16-mixed);
-    True if it did.
+def clip_where_lightning_refuses(
+    module: nn.Module, strategy: object, clip_val: float | None, algorithm: object
+) -> bool:
+    """Clip the gradients of ``module`` in the two setups where Lightning's own clipping refuses to run; True if
+    it did (otherwise Lightning clips, as usual).
 
-    Lightning's mixed-precision plugin refuses to clip for any optimizer that can unscale gradients itself (the
-    fused AdamW), because under fp16 the gradients would still be scaled. bf16 has no scaler, so its gradients
-    are the true ones and clipping them is what fp32 does.
+    - Mixed precision without a gradient scaler (bf16-mixed) and the fused AdamW: Lightning refuses to clip for
+      any optimizer that can unscale gradients itself, because under fp16 they would still be scaled. bf16 has
+      no scaler, so its gradients are the true ones and are clipped as fp32's are.
+    - FSDP, by norm: the norm must cover every rank's shards, which only the root FSDP module's
+      ``clip_grad_norm_`` computes (``torch.nn.utils.clip_grad_norm_`` on shards is wrong); Lightning has no handle
+      on that module in its precision plugin and raises. By value it clips each shard itself.
     """
-    if not clip_val or not isinstance(precision, MixedPrecision) or precision.scaler is not None:
+    if not clip_val:
         return False
-    if algorithm == GradClipAlgorithmType.VALUE:
+    by_value = algorithm == GradClipAlgorithmType.VALUE
+    if isinstance(strategy, FSDPStrategy):
+        if by_value:
+            return False
+        strategy.model.clip_grad_norm_(clip_val)  # the root FullyShardedDataParallel module
+        return True
+    precision = getattr(strategy, "precision_plugin", None)
+    if not isinstance(precision, MixedPrecision) or precision.scaler is not None:
+        return False
+    if by_value:
         torch.nn.utils.clip_grad_value_(module.parameters(), clip_val)
     else:
         torch.nn.utils.clip_grad_norm_(module.parameters(), clip_val)
