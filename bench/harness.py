@@ -38,6 +38,7 @@ class Benchmark:
     title: str
     metrics: tuple[str, ...]
     compare: tuple[tuple[str, str], ...] = ()
+    in_heads: bool = True  # one of heads.py's benchmarks (False: suite.py's only)
 
     def comparisons(self) -> tuple[tuple[str, str], ...]:
         return self.compare or ((self.metrics[0], self.metrics[0]),)
@@ -47,6 +48,14 @@ BENCHMARKS = {
     bench.name: bench
     for bench in (
         Benchmark("quickstart", "single_label", CONFIGS / "quickstart.yaml", "Rotten Tomatoes", ("accuracy",)),
+        Benchmark(
+            "imdb",
+            "single_label",
+            CONFIGS / "benchmarks/imdb-minilm.yaml",
+            "IMDB reviews",
+            ("accuracy",),
+            in_heads=False,
+        ),
         Benchmark("rte", "pair", CONFIGS / "benchmarks/rte-minilm.yaml", "GLUE RTE", ("accuracy",)),
         Benchmark(
             "mrpc",
@@ -75,7 +84,7 @@ BENCHMARKS = {
     )
 }
 HEADS = {  # head -> its benchmarks
-    head: [bench.name for bench in BENCHMARKS.values() if bench.head == head]
+    head: [bench.name for bench in BENCHMARKS.values() if bench.head == head and bench.in_heads]
     for head in ("single_label", "pair", "multi_label", "token")
 }
 
@@ -155,6 +164,10 @@ class Job:
     max_train_batches: int = 0  # optimizer steps per epoch; 0: all
     epochs: int | None = None  # None: the config's
     batch_size: int | None = None  # None: the config's
+    precision: str | None = None  # Lightning's names (32-true, bf16-mixed); None: the config's
+    eval_every: int = 0  # also evaluate every N optimizer steps, for the learning curve (0: at the end only)
+    model_name: str | None = None  # None: the config's model.model_name
+    max_length: int | None = None  # None: the config's data.max_length
 
 
 @dataclass
@@ -174,6 +187,10 @@ class Result:
     optimizer: str
     torch_threads: int
     repeats: list[float] = field(default_factory=list)  # samples/s of every run of this system (best shown)
+    real_token_squares: int = 0  # sum over training examples of (real tokens)^2: the attention term of MFU
+    peak_device_mb: float | None = None  # torch.cuda.max_memory_allocated, where there is a GPU
+    precision: str = "32-true"
+    curve: list[dict[str, Any]] = field(default_factory=list)  # {"step", "seconds" (training only), "metrics"}
 
     @property
     def samples_per_s(self) -> float:
@@ -234,6 +251,52 @@ def run_child(job_file: str, systems: dict[str, Callable[[Job], dict[str, Any]]]
 
 
 # --- measuring helpers, used inside the children ----------------------------------------------------------
+class TrainClock:
+    """Training seconds only: the time from a (re)start to each finished optimizer step is added, so evaluations
+    in between are not counted. Call ``restart`` when training starts or resumes (epoch start, after an
+    evaluation), ``step_done`` after each optimizer step."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.mark = time.perf_counter()
+
+    def restart(self) -> None:
+        self.mark = time.perf_counter()
+
+    def step_done(self) -> None:
+        now = time.perf_counter()
+        self.seconds += now - self.mark
+        self.mark = now
+
+
+class BatchMeter:
+    """Examples, real and padded tokens of the training batches, from their attention masks (``paused``: ignore
+    the batches of an evaluation collated by the same function)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int, int, int]] = []  # examples, real, padded, sum of squared real lengths
+        self.paused = False
+
+    def add(self, attention_mask: Any) -> None:
+        if not self.paused:
+            lengths = attention_mask.sum(dim=1).long()
+            self.batches.append(
+                (len(attention_mask), int(lengths.sum()), attention_mask.numel(), int((lengths**2).sum()))
+            )
+
+    def figures(self, steps: int | None = None) -> dict[str, int]:
+        """The totals of the first ``steps`` batches (default all: a loader may have collated one ahead)."""
+        kept = self.batches[:steps]
+        names = ("samples", "real_tokens", "padded_tokens", "real_token_squares")
+        return {name: sum(batch[index] for batch in kept) for index, name in enumerate(names)}
+
+
+def peak_device_mb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
 def rows_digest(rows: Iterable[int]) -> str:
     """Order-independent fingerprint of a split's source rows (a sentence split into windows counts once)."""
     return hashlib.sha256(",".join(map(str, sorted({int(row) for row in rows}))).encode()).hexdigest()[:16]

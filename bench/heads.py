@@ -62,15 +62,24 @@ def run_bertcls(job: Job) -> dict[str, Any]:
         return f"--trainer.callbacks+={json.dumps(callback)}"
 
     common = ["--config", str(bench.config), "--trainer.logger.init_args.save_dir", str(workdir / "bertcls-logs")]
+    common += ["--trainer.accelerator", "auto", "--trainer.devices", "1"]  # one GPU where there is one, as the others
     for key, location in job.data_files.items():  # absolute paths (the configs' are relative to the repository)
         common += [f"--data.{key}", location]
     if job.batch_size:
         common += ["--data.batch_size", str(job.batch_size)]
+    if job.model_name:
+        common += ["--model.model_name", job.model_name]
+    if job.precision:
+        common += ["--trainer.precision", job.precision]
+    if job.max_length:
+        common += ["--data.max_length", str(job.max_length)]
     fit = ["fit", *common, "--trainer.default_root_dir", str(workdir), meter(workdir / "bertcls-fit.json")]
     if job.epochs:
         fit += ["--trainer.max_epochs", str(job.epochs)]
     if job.max_train_batches:
         fit += ["--trainer.limit_train_batches", str(job.max_train_batches)]
+    if job.eval_every:
+        fit += ["--trainer.val_check_interval", str(job.eval_every)]
     main(fit)
     figures = json.loads((workdir / "bertcls-fit.json").read_text())
     if evaluation_split(compose(bench.config)["data"]) == "test":  # the final weights, as the Trainer's

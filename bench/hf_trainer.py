@@ -12,12 +12,23 @@ from __future__ import annotations
 
 import csv
 import math
-import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from harness import BENCHMARKS, SEED, Job, compose, describe_optimizer, evaluation_split, rows_digest
+from harness import (
+    BENCHMARKS,
+    SEED,
+    BatchMeter,
+    Job,
+    TrainClock,
+    compose,
+    describe_optimizer,
+    evaluation_split,
+    peak_device_mb,
+    rows_digest,
+)
 
 IGNORED = -100  # the label of word pieces that are not in the loss (run_ner's label_pad_token_id)
 
@@ -187,6 +198,61 @@ def score(head: str, logits: np.ndarray, label_ids: np.ndarray, gold: dict[str, 
     return {"entity_f1": float(entity_f1), "entity_precision": float(precision), "entity_recall": float(recall)}
 
 
+# --- the recipe: a benchmark config's settings and splits, as bertcls reads them ---------------------------
+@dataclass
+class Recipe:
+    head: str
+    model: dict[str, Any]  # the config's sections, with the job's overrides
+    data: dict[str, Any]
+    trainer: dict[str, Any]
+    train: Any  # datasets.Dataset: row, the inputs (text, text_pair or words, tags) and labels
+    evaluation: Any
+    names: list[str]  # the label order
+    gold: dict[str, list]  # the evaluation split's labels (and token tags), for ``score``
+    bf16: bool  # the job's precision is bf16-mixed
+
+    @property
+    def train_rows(self) -> list[int]:
+        return self.train["row"]
+
+    @property
+    def eval_rows(self) -> list[int]:
+        return self.evaluation["row"]
+
+
+def load_recipe(job: Job) -> Recipe:
+    """The job's benchmark config (model, precision, max_length and data files as the job overrides them) and its
+    splits: the evaluation split is the test file, the validation file, or bertcls' seeded hold-out of the
+    training rows."""
+    import datasets
+
+    bench = BENCHMARKS[job.benchmark]
+    head, files = bench.head, job.data_files
+    sections = compose(bench.config)
+    model_cfg, data, trainer_cfg = sections["model"], sections["data"], sections["trainer"]
+    model_cfg = model_cfg | ({"model_name": job.model_name} if job.model_name else {})
+    data = data | files  # the files as the parent resolved them (absolute, or cut to --max-eval-rows)
+    data = data | ({"max_length": job.max_length} if job.max_length else {})
+    precision = job.precision or trainer_cfg.get("precision", "32-true")
+    require(data.get("task", "single_label") == head, f"data.task is {data.get('task')}, not {head}")
+    require(precision in ("32-true", "bf16-mixed"), f"precision {precision}")
+    require(trainer_cfg.get("accumulate_grad_batches", 1) == 1, "gradient accumulation")
+    require(head != "multi_label" or data.get("labels_are_indices"), "multi-label names instead of label ids")
+    require(head != "multi_label" or not data.get("label_columns"), "multi-label 0/1 columns")
+
+    train_columns, names = read_examples(head, files["train_file"], data, None)
+    train = datasets.Dataset.from_dict(train_columns)
+    split = evaluation_split(data)
+    if split == "test" or "validation_file" in files:
+        eval_columns, _ = read_examples(head, files[f"{split}_file"], data, names)
+        evaluation = datasets.Dataset.from_dict(eval_columns)
+    else:  # one example per row: exactly bertcls' split of the rows
+        parts = train.train_test_split(test_size=data.get("validation_fraction", 0.1), seed=data.get("split_seed", 42))
+        train, evaluation = parts["train"], parts["test"]
+    gold = {"labels": evaluation["labels"]} | ({"tags": evaluation["tags"]} if head == "token" else {})
+    return Recipe(head, model_cfg, data, trainer_cfg, train, evaluation, names, gold, precision == "bf16-mixed")
+
+
 # --- the run -------------------------------------------------------------------------------------------
 def require(condition: bool, message: str) -> None:
     if not condition:
@@ -194,7 +260,6 @@ def require(condition: bool, message: str) -> None:
 
 
 def run_hf_trainer(job: Job, group_by_length: bool = False) -> dict[str, Any]:
-    import datasets
     import torch
     from transformers import (
         AutoModelForSequenceClassification,
@@ -210,32 +275,12 @@ def run_hf_trainer(job: Job, group_by_length: bool = False) -> dict[str, Any]:
 
     from bertcls.paths import resolve_location
 
-    bench = BENCHMARKS[job.benchmark]
-    head, files = bench.head, job.data_files
-    sections = compose(bench.config)
-    model_cfg, data, trainer_cfg = sections["model"], sections["data"], sections["trainer"]
-    data = data | files  # the files as the parent resolved them (absolute, or cut to --max-eval-rows)
-    require(data.get("task", "single_label") == head, f"data.task is {data.get('task')}, not {head}")
-    require(trainer_cfg.get("precision") == "32-true", "precision other than 32-true")
-    require(trainer_cfg.get("accumulate_grad_batches", 1) == 1, "gradient accumulation")
+    recipe = load_recipe(job)
+    head, model_cfg, data, trainer_cfg = recipe.head, recipe.model, recipe.data, recipe.trainer
     require(model_cfg.get("layerwise_lr_decay", 1.0) == 1.0, "layer-wise learning-rate decay")
     require(not model_cfg.get("class_weights") and not model_cfg.get("label_smoothing"), "loss weighting")
     require(head != "token" or not data.get("label_all_subtokens"), "label_all_subtokens")
-    require(head != "multi_label" or data.get("labels_are_indices"), "multi-label names instead of label ids")
-    require(head != "multi_label" or not data.get("label_columns"), "multi-label 0/1 columns")
-
-    # The splits: the evaluation split is the test file, the validation file, or bertcls' seeded hold-out.
-    train_columns, names = read_examples(head, files["train_file"], data, None)
-    train = datasets.Dataset.from_dict(train_columns)
-    split = evaluation_split(data)
-    if split == "test" or "validation_file" in files:
-        eval_columns, _ = read_examples(head, files[f"{split}_file"], data, names)
-        evaluation = datasets.Dataset.from_dict(eval_columns)
-    else:  # one example per row: exactly bertcls' split of the rows
-        parts = train.train_test_split(test_size=data.get("validation_fraction", 0.1), seed=data.get("split_seed", 42))
-        train, evaluation = parts["train"], parts["test"]
-    gold = {"labels": evaluation["labels"]} | ({"tags": evaluation["tags"]} if head == "token" else {})
-    train_rows, eval_rows = train["row"], evaluation["row"]
+    train, evaluation, names = recipe.train, recipe.evaluation, recipe.names
 
     model_path = resolve_location(model_cfg["model_name"])
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -262,23 +307,41 @@ def run_hf_trainer(job: Job, group_by_length: bool = False) -> dict[str, Any]:
         model = AutoModelForSequenceClassification.from_pretrained(model_path, problem_type=problem, **labels)
         pad = DataCollatorWithPadding(tokenizer)
 
-    batches: list[tuple[int, int, int]] = []  # (examples, real tokens, padded tokens) per collated batch
+    meter = BatchMeter()
+    clock = TrainClock()
+    curve: list[dict[str, Any]] = []
 
     def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = pad(features)
-        mask = batch["attention_mask"]
-        batches.append((len(mask), int(mask.sum()), mask.numel()))
+        meter.add(batch["attention_mask"])
         return batch
 
-    windows: list[list[float]] = []
-
-    class LoopTimer(TrainerCallback):
+    class Measure(TrainerCallback):
         def on_epoch_begin(self, *_: Any, **__: Any) -> None:
-            now = time.perf_counter()
-            windows.append([now, now])
+            clock.restart()
 
         def on_step_end(self, *_: Any, **__: Any) -> None:
-            windows[-1][1] = time.perf_counter()
+            clock.step_done()
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **_: Any) -> None:
+            scores = {name.removeprefix("eval_"): value for name, value in metrics.items()}
+            curve.append({"step": state.global_step, "seconds": clock.seconds, "metrics": scores})
+            clock.restart()
+
+    class MeasuredTrainer(Trainer):
+        """Counts the training batches only (evaluation collates with the same function), and evaluates in input
+        order: transformers 5 applies ``group_by_length`` to evaluation and ``predict`` too, whose outputs then
+        come in another order than the data set's (scored against it, accuracy falls to chance)."""
+
+        def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler:
+            return torch.utils.data.SequentialSampler(eval_dataset)
+
+        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            meter.paused = True
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                meter.paused = False
 
     # The schedule's length as Lightning counts it (limit_train_batches caps each epoch) and bertcls' warm-up.
     batch_size = job.batch_size or data.get("batch_size", 32)
@@ -302,37 +365,43 @@ def run_hf_trainer(job: Job, group_by_length: bool = False) -> dict[str, Any]:
         max_grad_norm=trainer_cfg.get("gradient_clip_val") or 0.0,
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         seed=SEED,
-        use_cpu=trainer_cfg.get("accelerator", "cpu") == "cpu",
-        eval_strategy="no",
+        use_cpu=not torch.cuda.is_available(),
+        bf16=recipe.bf16,
+        eval_strategy="steps" if job.eval_every else "no",
+        eval_steps=job.eval_every or None,
         save_strategy="no",
         logging_steps=trainer_cfg.get("log_every_n_steps", 50),
         report_to="none",
     )
-    trainer = Trainer(
+    trainer = MeasuredTrainer(
         model=model,
         args=training_args,
         train_dataset=train,
+        eval_dataset=evaluation,
         data_collator=collate,
         processing_class=tokenizer,
-        callbacks=[LoopTimer()],
+        compute_metrics=lambda output: score(head, output.predictions, output.label_ids, recipe.gold, names),
+        callbacks=[Measure()],
     )
     trainer.train()
-    # The loader collates one batch ahead; the first `global_step` batches are the trained ones.
-    trained = batches[: trainer.state.global_step]
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # unwrap accelerate's wrapper
-    figures = {
+    meter.paused = True
+    prediction = trainer.predict(evaluation)
+    metrics = score(head, prediction.predictions, prediction.label_ids, recipe.gold, names)
+    if not curve or curve[-1]["step"] != trainer.state.global_step:  # the final model is a point of the curve too
+        curve.append({"step": trainer.state.global_step, "seconds": clock.seconds, "metrics": metrics})
+    # The loader collates one batch ahead; the first `global_step` batches are the trained ones.
+    return meter.figures(trainer.state.global_step) | {
         "steps": trainer.state.global_step,
-        "samples": sum(batch[0] for batch in trained),
-        "real_tokens": sum(batch[1] for batch in trained),
-        "padded_tokens": sum(batch[2] for batch in trained),
-        "train_seconds": sum(end - start for start, end in windows),
-        "train_rows": rows_digest(train_rows),
-        "eval_rows": rows_digest(eval_rows),
-        "train_count": len(set(train_rows)),
-        "eval_count": len(set(eval_rows)),
+        "train_seconds": clock.seconds,
+        "train_rows": rows_digest(recipe.train_rows),
+        "eval_rows": rows_digest(recipe.eval_rows),
+        "train_count": len(set(recipe.train_rows)),
+        "eval_count": len(set(recipe.eval_rows)),
         "optimizer": f"{training_args.optim.value}: {describe_optimizer(optimizer)}",
         "torch_threads": torch.get_num_threads(),
+        "precision": "bf16-mixed" if recipe.bf16 else "32-true",
+        "peak_device_mb": peak_device_mb(),
+        "curve": curve,
+        "metrics": metrics,
     }
-    prediction = trainer.predict(evaluation)
-    figures["metrics"] = score(head, prediction.predictions, prediction.label_ids, gold, names)
-    return figures

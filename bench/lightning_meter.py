@@ -7,33 +7,38 @@ Added to ``bertcls fit`` (and ``bertcls test``) with ``--trainer.callbacks+=`` (
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from harness import describe_optimizer, peak_rss_mb, rows_digest
+from harness import BatchMeter, TrainClock, describe_optimizer, peak_device_mb, peak_rss_mb, rows_digest
 
 
 class LightningMeter(L.Callback):
-    """Time each epoch from its start to its last optimizer step (so no validation, no checkpoint writes),
-    and count the examples, real (non-pad) tokens and padded tokens of every training batch.
+    """Time training from each epoch's start (or the first batch after a validation) to each optimizer step, so
+    no validation and no checkpoint writes, and count the examples, real (non-pad) tokens and padded tokens of
+    every training batch.
 
-    At the end of ``fit``: those figures, the peak RSS so far and the last validation metrics; at the end of
+    After each validation in ``fit``: a point of the learning curve (step, training seconds so far, metrics).
+    At the end of ``fit``: those figures, the peak memory so far and the last validation metrics; at the end of
     ``test``: the test metrics. Metric names lose their ``val/`` or ``test/`` prefix.
     """
 
     def __init__(self, output: str) -> None:
         self.output = output
-        self.windows: list[list[float]] = []
-        self.samples = 0
-        self.real_tokens = 0
-        self.padded_tokens = 0
+        self.clock = TrainClock()
+        self.meter = BatchMeter()
+        self.curve: list[dict[str, Any]] = []
+        self.evaluated = False
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        now = time.perf_counter()
-        self.windows.append([now, now])
+        self.clock.restart()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        if self.evaluated:  # after a validation and its checkpoint writes (Lightning runs those callbacks last)
+            self.clock.restart()
+            self.evaluated = False
 
     def on_train_batch_end(
         self,
@@ -43,25 +48,28 @@ class LightningMeter(L.Callback):
         batch: dict[str, torch.Tensor],
         batch_idx: int,
     ) -> None:
-        self.windows[-1][1] = time.perf_counter()  # first: the counting below is not bertcls' work
-        mask = batch["attention_mask"]
-        self.samples += len(mask)
-        self.real_tokens += int(mask.sum())
-        self.padded_tokens += mask.numel()
+        self.clock.step_done()  # first: the counting below is not bertcls' work
+        self.meter.add(batch["attention_mask"])
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            metrics = evaluation(trainer, "validation", "val/")["metrics"]
+            self.curve.append({"step": trainer.global_step, "seconds": self.clock.seconds, "metrics": metrics})
+        self.evaluated = True
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datasets = trainer.datamodule.datasets
-        figures = {
+        figures = self.meter.figures() | {
             "steps": trainer.global_step,
-            "samples": self.samples,
-            "real_tokens": self.real_tokens,
-            "padded_tokens": self.padded_tokens,
-            "train_seconds": sum(end - start for start, end in self.windows),
+            "train_seconds": self.clock.seconds,
             "peak_rss_mb": peak_rss_mb(),  # before any test run in the same process
+            "peak_device_mb": peak_device_mb(),
             "train_rows": rows_digest(datasets["train"].rows),
             "train_count": len(set(datasets["train"].rows.tolist())),
             "optimizer": describe_optimizer(trainer.optimizers[0]),
             "torch_threads": torch.get_num_threads(),
+            "precision": str(trainer.precision),
+            "curve": self.curve,
         }
         write(self.output, figures | evaluation(trainer, "validation", "val/"))
 
