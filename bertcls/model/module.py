@@ -9,12 +9,20 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import get_linear_schedule_with_warmup
 
 from bertcls.errors import InputError
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY, tokenizer_files
 from bertcls.model.encoder import load_encoder, serializable_config
+from bertcls.model.nonfinite import (
+    MAX_SKIPPED_IN_A_ROW,
+    NonFiniteAction,
+    NonFiniteLossError,
+    describe_non_finite,
+    loss_is_finite,
+    stop_message,
+)
 from bertcls.model.optimization import (
     adamw,
     clip_where_lightning_refuses,
@@ -47,6 +55,9 @@ class BertClassifier(L.LightningModule):
         layerwise_lr_decay: layer i of L trains at ``lr * decay ** (L + 1 - i)`` (1.0 turns it off).
         gradient_checkpointing: recompute the encoder layers' activations in the backward pass instead of
             keeping them: same loss and gradients, far less activation memory, about a third more compute.
+        nonfinite_loss: a NaN or infinite training loss ``stop``s the run with the step and the batch's rows,
+            or ``skip``s that batch (no backward, no optimizer step; counted in ``train/skipped_batches``; 10 in
+            a row stop the run). Not saved in checkpoints, so a resumed run can choose again.
         encoder_config: the encoder's architecture, saved automatically so a checkpoint rebuilds it.
     """
 
@@ -68,9 +79,13 @@ class BertClassifier(L.LightningModule):
         layerwise_lr_decay: float = 1.0,
         gradient_checkpointing: bool = False,
         encoder_config: dict[str, Any] | None = None,
+        nonfinite_loss: NonFiniteAction = "stop",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["nonfinite_loss"])
+        self.nonfinite_loss = nonfinite_loss
+        self.skipped_batches = 0
+        self.skipped_in_a_row = 0
         self.encoder = load_encoder(
             model_name, encoder_config, keep_pooler=pooling == "pooler", gradient_checkpointing=gradient_checkpointing
         )
@@ -159,8 +174,11 @@ class BertClassifier(L.LightningModule):
         entropy = [seed, self.current_epoch, batch_idx, self.global_rank]
         torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         loss = self.head.loss(self(batch), batch["labels"])
+        if not loss_is_finite(loss, self.trainer.strategy):
+            return self._skip_or_stop(loss, batch, batch_idx)
+        self.skipped_in_a_row = 0
         mask = batch["attention_mask"]
         self.log("train/loss", loss, prog_bar=True, batch_size=len(mask))
         # Real / padded tokens over the epoch: the mean of per-batch ratios weighted by each batch's padded size.
@@ -173,6 +191,19 @@ class BertClassifier(L.LightningModule):
             sync_dist=True,
         )
         return loss
+
+    def _skip_or_stop(self, loss: torch.Tensor, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """Returning None skips the backward pass and the optimizer step (on every rank: they agreed)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        source = datamodule.sources["train"].describe() if datamodule is not None else "the training data"
+        where = describe_non_finite(loss, batch["rows"], self.global_step, self.current_epoch, batch_idx, source)
+        if self.nonfinite_loss == "stop" or self.skipped_in_a_row + 1 >= MAX_SKIPPED_IN_A_ROW:
+            raise NonFiniteLossError(stop_message(where, self.skipped_in_a_row))
+        self.skipped_batches += 1
+        self.skipped_in_a_row += 1
+        rank_zero_warn(f"{where} Skipped ({self.skipped_batches} so far).")
+        self.log("train/skipped_batches", float(self.skipped_batches), on_step=True, on_epoch=False)
+        return None
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         norm = gradient_norm(self, self.trainer.strategy)
