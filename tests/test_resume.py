@@ -101,6 +101,28 @@ def test_sigusr1_saves_at_the_next_step_stops_cleanly_and_the_resumed_run_matche
     assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")
 
 
+@pytest.mark.parametrize(("name", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_sigterm_and_ctrl_c_save_before_stopping_and_the_resumed_run_matches(
+    setup: dict, name: str, status: int
+) -> None:
+    """kill / scancel (SIGTERM) and Ctrl-C (SIGINT): last.ckpt after the signalled step, exit 128 + the signal,
+    and `--ckpt_path last` ends exactly where the uninterrupted run ends."""
+    folder, args, env = setup["folder"], setup["args"], setup["env"]
+    experiment = f"stopped-{name.lower()}"
+    signaller = ["--trainer.callbacks+=helpers.SignalAtStep", "--experiment", experiment]
+    signal_env = env | {"BERTCLS_TEST_SIGNAL_AT_STEP": "7", "BERTCLS_TEST_SIGNAL": name}
+    stopped = run_bertcls_process(*args, *signaller, cwd=folder, env=signal_env)
+    assert stopped.returncode == status, stopped.stderr[-3000:]
+    assert f"{name}: saved" in stopped.stderr + stopped.stdout
+    assert last_checkpoint(folder, experiment)["global_step"] == 8
+
+    resumed = run_bertcls_process(*args, "--experiment", experiment, "--ckpt_path", "last", cwd=folder, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, actual = last_checkpoint(folder, "reference"), last_checkpoint(folder, experiment)
+    assert actual["global_step"] == expected["global_step"]
+    assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")
+
+
 WRITER = """
 import sys, torch
 from bertcls.checkpoint_io import atomic_torch_save

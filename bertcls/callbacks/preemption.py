@@ -18,43 +18,66 @@ class Preempted(SystemExit):
 
 
 class Preemption(L.Callback):
-    """On ``signal_name`` (SLURM's ``--signal=SIGUSR1@90``), save ``last.ckpt``, requeue the job and stop.
+    """On ``signal_name`` (SLURM's ``--signal=SIGUSR1@90``), save ``last.ckpt``, requeue the job and stop; on
+    SIGTERM (``kill``, ``scancel``) or SIGINT (Ctrl-C), save ``last.ckpt`` and stop (``save_on_interrupt``).
 
-    The handler only raises a flag. At the next optimizer-step boundary all ranks agree on it (any rank
-    signalled is enough), write the checkpoint together through ``LastCheckpoint``, and rank zero runs
-    ``scontrol requeue`` when inside a SLURM job. Lightning's own handler would instead save from inside
-    the signal handler, which can interleave with a collective still running on another rank.
+    The handlers only raise a flag (SIGTERM: Lightning's own, ``trainer.received_sigterm``). At the next
+    optimizer-step boundary all ranks agree on it (any rank signalled is enough), write the checkpoint together
+    through ``LastCheckpoint``, and, for ``signal_name`` inside a SLURM job, rank zero runs ``scontrol requeue``.
+    Lightning's own SLURM handler would instead save from inside the signal handler, which can interleave with a
+    collective still running on another rank.
 
-    The requeued job runs the same command; ``bertcls fit`` finds ``last.ckpt`` in the job's run folder
-    and resumes from it (see ``docs/cluster.md``).
+    The requeued job runs the same command; ``bertcls fit`` finds ``last.ckpt`` in the job's run folder and
+    resumes from it (see ``docs/cluster.md``). After SIGTERM or SIGINT the process exits with 143 or 130 (128 +
+    the signal) and ``--ckpt_path last`` resumes. A second Ctrl-C interrupts at once, without saving. A signal
+    during validation is acted on at the first training step after it.
     """
 
-    def __init__(self, signal_name: str = "SIGUSR1", requeue: bool = True) -> None:
+    def __init__(self, signal_name: str = "SIGUSR1", requeue: bool = True, save_on_interrupt: bool = True) -> None:
         self.signal = signal.Signals[signal_name]
         self.requeue = requeue
+        self.save_on_interrupt = save_on_interrupt
         self._signalled = False
-        self._previous_handler: object = None
+        self._interrupted = False
+        self._previous_handlers: dict[signal.Signals, object] = {}
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signalled = True
 
+    def _on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        self._interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C stops at once
+        rank_zero_info("SIGINT: saving last.ckpt after this step, then stopping (Ctrl-C again: stop now, no save)")
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Installed before Lightning's signal connector runs, which then leaves this signal alone.
         if stage == "fit":
-            self._previous_handler = signal.signal(self.signal, self._on_signal)
+            self._previous_handlers[self.signal] = signal.signal(self.signal, self._on_signal)
+            if self.save_on_interrupt:
+                self._previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_interrupt)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage == "fit" and self._previous_handler is not None:
-            signal.signal(self.signal, self._previous_handler)
-            self._previous_handler = None
+        if stage == "fit":
+            self._restore_handlers()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()  # Lightning skips the callbacks' teardown when fit ends by an exception
+
+    def _restore_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
         at_step_boundary = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-        if not at_step_boundary or not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
+        stopping = self.save_on_interrupt and (self._interrupted or trainer.received_sigterm)
+        if not at_step_boundary or not trainer.strategy.reduce_boolean_decision(self._signalled or stopping, all=False):
             return
-        last = next((callback for callback in trainer.callbacks if isinstance(callback, LastCheckpoint)), None)
+        if not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
+            self._stop(trainer)
+        last = last_checkpoint(trainer)
         if last is None:
             rank_zero_warn(f"{self.signal.name} received but no LastCheckpoint callback is configured: nothing saved.")
             raise Preempted(f"bertcls: stopped by {self.signal.name} without a checkpoint")
@@ -75,6 +98,24 @@ class Preemption(L.Callback):
                 message += f"; `scontrol requeue {job}` failed: {result.stderr.strip()}"
         rank_zero_info(message)
         raise Preempted(0)
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        """SIGTERM or SIGINT: save, then exit with 128 + the signal's number (the shell's convention)."""
+        sigterm = trainer.strategy.reduce_boolean_decision(bool(trainer.received_sigterm), all=False)
+        received = signal.SIGTERM if sigterm else signal.SIGINT
+        last = last_checkpoint(trainer)
+        if last is None:
+            raise Preempted(128 + received)
+        path = last.save(trainer)
+        rank_zero_info(
+            f"{received.name}: saved {path} at step {trainer.global_step}; resume with the same command and "
+            "--ckpt_path last"
+        )
+        raise Preempted(128 + received)
+
+
+def last_checkpoint(trainer: L.Trainer) -> LastCheckpoint | None:
+    return next((callback for callback in trainer.callbacks if isinstance(callback, LastCheckpoint)), None)
 
 
 def slurm_job_id() -> str | None:
