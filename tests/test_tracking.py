@@ -314,3 +314,23 @@ def test_sync_script_finds_every_offline_segment(wandb_run: SimpleNamespace, tri
     listed = [line for line in (done.stdout + done.stderr).splitlines() if line.strip().endswith(".wandb")]
     assert len(listed) == 3
     assert tripwire.connections == before
+
+
+def test_api_keys_and_tokens_reach_no_file_log_or_wandb_record(
+    data: Path, tiny_model_dir: Path, tripwire: Tripwire
+) -> None:
+    """With a W&B API key and a Hugging Face token in the environment (as on a cluster), a fit writes neither into
+    the run folder (config.yaml, run_info.yaml, metrics, checkpoints, the offline W&B run files) nor its output."""
+    secrets = {"WANDB_API_KEY": "bertclstestsecret" + "0" * 23, "HF_TOKEN": "hf_bertclstesttoken0000000000000000"}
+    logger = logger_config(data, "wandb")
+    env = {"BERTCLS_CACHE": str(data / "cache"), "WANDB_MODE": "offline"} | tripwire.environment() | secrets
+    fit = fit_command(data, tiny_model_dir, logger, "secrets", "--trainer.max_epochs", "1")
+    result = run_bertcls_process(*fit, cwd=data, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    folder = data / "checkpoints" / "secrets" / "version_0"
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".wandb" for path in files) and any(path.suffix == ".ckpt" for path in files)
+    for secret in secrets.values():
+        assert secret not in result.stdout + result.stderr
+        leaks = [path for path in files if secret.encode() in path.read_bytes()]
+        assert not leaks, f"{secret[:8]}... written to {leaks}"
