@@ -7,3 +7,13 @@ class InputError(ValueError):
 
 class DataError(InputError):
     """Bad input data: the message names the file, the row or column, and the fix."""
+
+
+def custom_code_refused(setting: str, location: str) -> InputError:
+    """The error for a model or tokenizer folder whose ``auto_map`` asks to run its own Python code."""
+    return InputError(
+        f"{setting} '{location}' asks to run its own Python code (an 'auto_map' entry in its config): bertcls "
+        "never runs code that comes with a model (transformers' trust_remote_code stays off, and it does not ask). "
+        "Use a checkpoint of an architecture transformers ships (BERT and its family do not need custom code), or "
+        "inspect that code and convert the checkpoint to such an architecture."
+    )

@@ -30,7 +30,7 @@ from bertcls.data.row_ids import encoded_ids, with_ids
 from bertcls.data.sampler import LengthBucketBatchSampler
 from bertcls.data.sources import ROW_COLUMN, ReadOptions, SplitSource, read_source, select, source_fingerprint
 from bertcls.data.stdin import STDIN, stdin_texts_file
-from bertcls.errors import DataError, InputError
+from bertcls.errors import DataError, InputError, custom_code_refused
 from bertcls.paths import resolve_location
 from bertcls.tasks import DataSpec, TaskName, get_task
 from bertcls.tasks.base import LongInputs
@@ -195,9 +195,14 @@ class ClassificationDataModule(L.LightningDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(resolve_location(self.hparams.tokenizer))
+                location = resolve_location(self.hparams.tokenizer)
+                self._tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
             except OSError as error:  # not a folder, not on the hub, or offline without a cached copy
                 raise InputError(f"tokenizer '{self.hparams.tokenizer}': {error}") from error
+            except ValueError as error:
+                if "trust_remote_code" not in str(error):
+                    raise
+                raise custom_code_refused("data.tokenizer", self.hparams.tokenizer) from error
             # Fingerprint before any call: calls change the tokenizer's truncation state.
             self._tokenizer_fingerprint = tokenizer_fingerprint(self._tokenizer)
         return self._tokenizer

@@ -6,7 +6,7 @@ from typing import Any
 
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 
-from bertcls.errors import InputError
+from bertcls.errors import InputError, custom_code_refused
 from bertcls.paths import resolve_location
 
 
@@ -24,10 +24,14 @@ def load_encoder(
         encoder_config = AutoConfig.for_model(**config)
         encoder = AutoModel.from_config(encoder_config)
     else:
-        try:
-            encoder = AutoModel.from_pretrained(resolve_location(model_name))
+        try:  # trust_remote_code False: refuse a folder's own code outright (None would prompt on a terminal)
+            encoder = AutoModel.from_pretrained(resolve_location(model_name), trust_remote_code=False)
         except OSError as error:  # not a folder, not on the hub, or offline without a cached copy
             raise InputError(f"model.model_name '{model_name}': {error}") from error
+        except ValueError as error:
+            if "trust_remote_code" not in str(error):
+                raise
+            raise custom_code_refused("model.model_name", model_name) from error
     if not keep_pooler and getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None
     if gradient_checkpointing:
