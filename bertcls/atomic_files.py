@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             file.flush()
             os.fsync(file.fileno())
         os.replace(staging, target)
+    except Exception as error:
+        full = out_of_space(error)
+        if full is None:
+            raise
+        raise OSError(
+            full.errno,
+            f"{os.strerror(full.errno)} while writing {target}: any previous {target.name} there is unchanged. Free "
+            "space (or raise the quota) on that filesystem, or write elsewhere, and run again.",
+        ) from error
     finally:
         staging.unlink(missing_ok=True)
     directory = os.open(target.parent, os.O_RDONLY)
@@ -36,3 +46,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def out_of_space(error: BaseException | None) -> OSError | None:
+    """The "disk full" or "quota exceeded" error behind ``error``, if any (torch.save wraps it in a RuntimeError)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        error = error.__cause__ or error.__context__
+    return None

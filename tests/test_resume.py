@@ -3,6 +3,8 @@ weights and optimizer state of an uninterrupted run (same seed, CPU), and checkp
 
 from __future__ import annotations
 
+import errno
+import io
 import subprocess
 import sys
 import time
@@ -152,4 +154,37 @@ def test_a_kill_during_checkpoint_writes_never_leaves_a_corrupt_file(tmp_path: P
     from bertcls.checkpoint_io import atomic_torch_save
 
     atomic_torch_save({"version": 0}, target)
+    assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk with ``room`` bytes left: the write that passes the limit fails with ENOSPC."""
+
+    room = 0
+
+    def write(self, data: bytes) -> int:
+        FullDisk.room -= len(data)
+        if FullDisk.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)
+
+
+def test_a_full_disk_during_a_checkpoint_write_leaves_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint writer of every run (AtomicCheckpointIO) meets ENOSPC halfway through a 16 MB checkpoint:
+    the error says so (torch.save alone says "enforce fail ... unexpected pos"), last.ckpt is still the previous,
+    whole checkpoint, and no staging file is left."""
+    import bertcls.atomic_files
+    from bertcls.checkpoint_io import AtomicCheckpointIO
+
+    target = tmp_path / "last.ckpt"
+    writer = AtomicCheckpointIO()
+    writer.save_checkpoint({"global_step": 100, "weights": torch.full((4_000_000,), 1.0)}, target)
+    FullDisk.room = 8_000_000
+    monkeypatch.setattr(bertcls.atomic_files, "open", lambda path, mode: FullDisk(path, "w"), raising=False)
+    with pytest.raises(OSError, match=f"No space left on device while writing {target}: any previous last.ckpt"):
+        writer.save_checkpoint({"global_step": 200, "weights": torch.full((4_000_000,), 2.0)}, target)
+    checkpoint = torch.load(target, weights_only=True)
+    assert checkpoint["global_step"] == 100 and torch.equal(checkpoint["weights"], torch.full((4_000_000,), 1.0))
     assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"]
