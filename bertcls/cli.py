@@ -104,6 +104,14 @@ class BertClsCLI(LightningCLI):
             if config.data.max_length is None:  # tokenize as the model was trained
                 config.data.max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except RuntimeError as error:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator raises a plain one
+            if not is_out_of_memory(error):
+                raise
+            raise InputError(out_of_memory_advice(self.config[subcommand], error)) from error
+
     def after_fit(self) -> None:
         for callback in self.trainer.callbacks:
             if isinstance(callback, RunSummary):
@@ -113,6 +121,26 @@ class BertClsCLI(LightningCLI):
 def is_progress_bar(callback_config: Namespace) -> bool:
     module, _, name = getattr(callback_config, "class_path", "").rpartition(".")
     return bool(module) and issubclass(getattr(importlib.import_module(module), name), ProgressBar)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+def out_of_memory_advice(config: Namespace, error: BaseException) -> str:
+    """What ran out, with the settings that decide memory and what to change, in the order to try."""
+    data, model, trainer = config.data, config.model, config.trainer
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return (
+        f"out of memory ({first_line[:300]}) with data.batch_size {data.batch_size}, data.max_length "
+        f"{data.max_length}, trainer.precision {trainer.precision}, model.gradient_checkpointing "
+        f"{model.gradient_checkpointing}. Try, in this order: --trainer.precision bf16-mixed (GPUs since Ampere); "
+        "--model.gradient_checkpointing true; a smaller --data.batch_size with --trainer.accumulate_grad_batches "
+        "raised to keep the effective batch; a lower --data.max_length (fewer texts fit whole); sharding the model "
+        "and optimizer states over GPUs (configs/strategy/deepspeed-*.yaml, fsdp.yaml). Evaluation uses "
+        "data.eval_batch_size (default 2x batch_size). Checkpoints written so far are intact: resume with "
+        "--ckpt_path last. More in docs/configuration.md, section GPUs: strategies, precision, accumulation, memory."
+    )
 
 
 # bertcls' own commands beside Lightning's fit/validate/test/predict: name -> module with ``main(argv)``.
