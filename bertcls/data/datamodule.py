@@ -163,7 +163,10 @@ class ClassificationDataModule(L.LightningDataModule):
             window_stride=window_stride,
         )
         self.read_options = ReadOptions(
-            file_format, self.task.txt_format, tuple(column_names) if column_names else None
+            file_format,
+            self.task.txt_format,
+            tuple(column_names) if column_names else None,
+            text_columns=tuple(column for column in (text_column, text_pair_column) if column),
         )
         self.cache = EncodingCache(cache_dir, cache_lock)
         names = label_names or (_read_label_names(label_names_file) if label_names_file else None)

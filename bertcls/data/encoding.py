@@ -29,7 +29,7 @@ from bertcls.data.labels import row_list
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError
 
-CACHE_FORMAT_VERSION = 2
+CACHE_FORMAT_VERSION = 3  # 3: CSV/TSV text columns read as text ("007" was 7)
 SOFT_LOCK_LIFETIME_SECONDS = 24 * 3600
 CacheLock = Literal["file", "soft"]
 ENCODE_BATCH_SIZE = 1000

@@ -80,11 +80,13 @@ def existing_file(path: str) -> str:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How local files are read: ``file_format`` overrides the suffix; ``column_names`` names headerless columns."""
+    """How local files are read: ``file_format`` overrides the suffix; ``column_names`` names headerless columns;
+    ``text_columns`` are read as text even where they look like numbers ("007", "1e5")."""
 
     file_format: str | None = None
     txt_format: str = "tsv"
     column_names: tuple[str, ...] | None = None
+    text_columns: tuple[str, ...] = ()
 
 
 def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
@@ -106,7 +108,10 @@ def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
             if options.column_names:  # a file without a header row
                 separated |= {"header": None, "names": list(options.column_names)}
             # utf-8-sig: a byte-order mark (spreadsheet exports) is dropped, not glued to the first column name.
-            return pd.read_csv(resolved, encoding="utf-8-sig", keep_default_na=False, na_values=[""], **separated)
+            text = {"dtype": dict.fromkeys(options.text_columns, str)}  # columns not in the file are ignored
+            return pd.read_csv(
+                resolved, encoding="utf-8-sig", keep_default_na=False, na_values=[""], **text, **separated
+            )
         if fmt == "jsonl":
             return read_json_lines(resolved, path)
         if fmt == "conll":
