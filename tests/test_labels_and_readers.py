@@ -315,8 +315,9 @@ def test_csv_with_a_byte_order_mark_keeps_its_first_column_name(tmp_path: Path) 
 def test_jsonl_error_names_the_broken_line(tmp_path: Path) -> None:
     path = tmp_path / "train.jsonl"
     path.write_text('{"text": "fine", "label": 1}\n\n{"text": "broken", "label": 0\n{"text": "x", "label": 1}\n')
-    with pytest.raises(DataError, match=r"train\.jsonl: line 3 is not valid JSON"):
+    with pytest.raises(DataError, match=r"train\.jsonl: line 3 is not valid JSON") as error:
         read_file(str(path))
+    assert str(error.value).startswith(f"{path}: line 3"), "the file is named once, not wrapped in another message"
 
 
 def test_missing_file_is_reported_before_any_tokenizing(tmp_path: Path, tiny_model_dir: Path) -> None:

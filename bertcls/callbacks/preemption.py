@@ -105,6 +105,7 @@ class Preemption(L.Callback):
         received = signal.SIGTERM if sigterm else signal.SIGINT
         last = last_checkpoint(trainer)
         if last is None:
+            rank_zero_warn(f"{received.name} received but no LastCheckpoint callback is configured: nothing saved.")
             raise Preempted(128 + received)
         path = last.save(trainer)
         rank_zero_info(

@@ -117,6 +117,8 @@ def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
         if fmt == "conll":
             return read_conll(resolved, path)
         return pd.read_parquet(resolved)
+    except DataError:  # already names the file and the line (JSON Lines, CoNLL): not wrapped again
+        raise
     except UnicodeDecodeError as error:
         check_utf8_file(resolved, path)  # raises, naming the line and byte offset
         raise DataError(f"{path}: not valid UTF-8 ({error}). Convert the file to UTF-8 (e.g. with iconv).") from error
