@@ -29,7 +29,7 @@ from bertcls.atomic_files import atomic_write_text
 from bertcls.callbacks import PredictionWriter, RunSummary
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.encoding import default_cache_dir
-from bertcls.errors import DataError, InputError
+from bertcls.errors import InputError, reported_as_exit
 from bertcls.export.reimport import checkpoint_file, is_exported_folder
 from bertcls.model.bundled_tokenizer import restore_bundled_tokenizer
 from bertcls.model.module import BertClassifier
@@ -197,12 +197,9 @@ def main(args: list[str] | None = None) -> None:
     # Lightning's advertisement; a logging filter sees only its own logger's records, so on both that log it.
     for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
-    try:
+    with reported_as_exit():  # bad input: the message says where and how to fix it; no traceback
         BertClsCLI(BertClassifier, ClassificationDataModule, **cli_options(), args=args)
         leave_process_group()
-    except InputError as error:  # bad input: the message says where and how to fix it; no traceback
-        kind = "data error" if isinstance(error, DataError) else "error"
-        raise SystemExit(f"bertcls: {kind}: {error}") from error
 
 
 if __name__ == "__main__":

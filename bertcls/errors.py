@@ -1,5 +1,8 @@
 """Errors caused by the user's input, reported by the CLI as one message (no traceback)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class InputError(ValueError):
     """Bad configuration or input: the message names what is wrong, where, and how to fix it."""
@@ -7,6 +10,16 @@ class InputError(ValueError):
 
 class DataError(InputError):
     """Bad input data: the message names the file, the row or column, and the fix."""
+
+
+@contextmanager
+def reported_as_exit() -> Iterator[None]:
+    """End a command on bad input with ``bertcls: error: <message>`` (``data error`` for data), no traceback."""
+    try:
+        yield
+    except InputError as error:
+        kind = "data error" if isinstance(error, DataError) else "error"
+        raise SystemExit(f"bertcls: {kind}: {error}") from error
 
 
 def custom_code_refused(setting: str, location: str) -> InputError:

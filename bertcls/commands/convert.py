@@ -24,17 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from bertcls.checkpoint_io import atomic_torch_save
-from bertcls.errors import InputError
+from bertcls.errors import InputError, reported_as_exit
 from bertcls.export.checkpoint import check_output, load_checkpoint, write_tokenizer
 
 HEAD_FILE = "head.safetensors"
 
 
 def main(argv: list[str]) -> None:
-    try:
+    with reported_as_exit():  # bad input: one message that names the path and the fix
         convert(argv)
-    except InputError as error:  # bad input: one message that names the path and the fix
-        raise SystemExit(f"bertcls: error: {error}") from error
 
 
 def option_parser() -> argparse.ArgumentParser:

@@ -33,7 +33,7 @@ from jsonargparse import Namespace, strip_meta
 from bertcls.cli import BertClsCLI, cli_options
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.sources import SplitSource, file_sha256, load_hub_split
-from bertcls.errors import DataError, InputError
+from bertcls.errors import DataError, InputError, reported_as_exit
 from bertcls.model.module import BertClassifier
 from bertcls.paths import PACKAGE_SCHEME, resolve_location
 from bertcls.run_folder import logger_entries
@@ -53,11 +53,8 @@ COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def main(argv: list[str]) -> None:
-    try:
+    with reported_as_exit():  # bad input or no network: one message that says how to fix it
         download(argv)
-    except InputError as error:  # bad input or no network: one message that says how to fix it
-        kind = "data error" if isinstance(error, DataError) else "error"
-        raise SystemExit(f"bertcls: {kind}: {error}") from error
 
 
 def option_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bertcls.errors import InputError
+from bertcls.errors import InputError, reported_as_exit
 from bertcls.export.checkpoint import check_output, load_checkpoint, write_tokenizer
 from bertcls.export.hf_folder import export_hf_folder
 from bertcls.model.module import BertClassifier
@@ -32,10 +32,8 @@ SENTENCES = [
 
 
 def main(argv: list[str]) -> None:
-    try:
+    with reported_as_exit():
         export(argv)
-    except InputError as error:
-        raise SystemExit(f"bertcls: error: {error}") from error
 
 
 def option_parser() -> argparse.ArgumentParser:
@@ -63,16 +61,18 @@ def export(argv: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {"folder": options.output}
     if not options.onnx_only:
         exported = export_hf_folder(checkpoint, options.output, source=options.checkpoint)
-        result["hf_difference"] = logits_difference(model, exported, options.output)
+        batch = sample_batch(options.output)
+        result["hf_difference"] = logits_difference(model, exported, batch)
         print(f"Hugging Face folder: {options.output} (max |logits difference| {result['hf_difference']:.2e})")
     else:
         options.output.mkdir(parents=True, exist_ok=True)
         write_tokenizer(checkpoint, checkpoint["hyper_parameters"], options.output, options.checkpoint)
+        batch = sample_batch(options.output)
     if options.onnx or options.onnx_only:
         from bertcls.export.onnx import check_onnx_parity, export_onnx
 
         path = export_onnx(model, options.output / "model.onnx")
-        result["onnx_difference"] = check_onnx_parity(model, path, sample_batch(options.output))
+        result["onnx_difference"] = check_onnx_parity(model, path, batch)
         print(f"ONNX model: {path} (max |logits difference| {result['onnx_difference']:.2e})")
     for name in ("hf_difference", "onnx_difference"):
         if result.get(name, 0.0) > MAX_DIFFERENCE:
@@ -100,8 +100,7 @@ def sample_batch(folder: Path) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
-def logits_difference(model: BertClassifier, exported: torch.nn.Module, folder: Path) -> float:
-    batch = sample_batch(folder)
+def logits_difference(model: BertClassifier, exported: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
     expected = model(batch)
     actual = exported(**batch).logits
     mask = batch["attention_mask"].bool()

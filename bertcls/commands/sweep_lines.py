@@ -26,15 +26,13 @@ from typing import Any
 
 import yaml
 
-from bertcls.errors import InputError
+from bertcls.errors import InputError, reported_as_exit
 from bertcls.sweep_definition import check_definition, expand, load_definition
 
 
 def main(argv: list[str]) -> None:
-    try:
+    with reported_as_exit():
         run(argv)
-    except InputError as error:
-        raise SystemExit(f"bertcls: error: {error}") from error
 
 
 def option_parser() -> argparse.ArgumentParser:
