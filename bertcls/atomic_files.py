@@ -27,14 +27,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             os.fsync(file.fileno())
         os.replace(staging, target)
     except Exception as error:
-        full = out_of_space(error)
-        if full is None:
-            raise
-        raise OSError(
-            full.errno,
-            f"{os.strerror(full.errno)} while writing {target}: any previous {target.name} there is unchanged. Free "
-            "space (or raise the quota) on that filesystem, or write elsewhere, and run again.",
-        ) from error
+        fix = "Free space (or raise the quota) on that filesystem, or write elsewhere, and run again."
+        raise_if_out_of_space(error, f"{target}: any previous {target.name} there is unchanged. {fix}")
+        raise
     finally:
         staging.unlink(missing_ok=True)
     directory = os.open(target.parent, os.O_RDONLY)
@@ -46,6 +41,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def raise_if_out_of_space(error: BaseException, what: str) -> None:
+    """If ``error`` comes from a full disk or an exceeded quota, raise an ``OSError`` saying so while writing ``what``
+    (the file, what is left intact and the fix); otherwise return, for the caller to re-raise ``error``."""
+    full = out_of_space(error)
+    if full is not None:
+        raise OSError(full.errno, f"{os.strerror(full.errno)} while writing {what}") from error
 
 
 def out_of_space(error: BaseException | None) -> OSError | None:

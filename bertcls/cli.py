@@ -27,14 +27,17 @@ from transformers.utils import logging as hf_logging
 
 from bertcls.atomic_files import atomic_write_text
 from bertcls.callbacks import PredictionWriter, RunSummary
+from bertcls.checkpoint_io import read_checkpoint
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.encoding import default_cache_dir
+from bertcls.data.sampler import BatchingError
 from bertcls.errors import InputError, reported_as_exit
 from bertcls.export.reimport import checkpoint_file, is_exported_folder
 from bertcls.model.bundled_tokenizer import restore_bundled_tokenizer
 from bertcls.model.module import BertClassifier
 from bertcls.run_folder import DEFAULT_EXPERIMENT, assign_run_folder, check_slurm_tasks
 from bertcls.run_info import run_info
+from bertcls.tasks import DEFAULT_TASK
 
 
 class SaveConfigToRunFolder(SaveConfigCallback):
@@ -71,13 +74,20 @@ class BertClsCLI(LightningCLI):
         # The tokenizer must be the encoder's, and a model restored from a checkpoint brings its labels.
         parser.link_arguments("model.model_name", "data.tokenizer", apply_on="parse")
         parser.link_arguments("model.label_names", "data.label_names", apply_on="parse")
+        # Running a model's own code is one decision for its encoder and its tokenizer.
+        parser.link_arguments("model.trust_remote_code", "data.trust_remote_code", apply_on="parse")
         # Always present, so `bertcls predict` writes its results (section `predictions:` in configs).
         parser.add_lightning_class_args(PredictionWriter, "predictions")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        # Lightning applies a checkpoint's hyperparameters over these next; before_instantiate_classes puts the
+        # user's choice back, so that no checkpoint turns on running code by itself (see BertClassifier).
+        self.trust_remote_code = bool(subcommand and self.config[subcommand].model.trust_remote_code)
         checkpoint = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if checkpoint and Path(checkpoint).is_file():  # Lightning reads its hyperparameters next, with a traceback
+            read_checkpoint(checkpoint, mmap=True)
         if checkpoint and is_exported_folder(checkpoint):  # `bertcls export`'s folder: read as a checkpoint
             cache_dir = self.config[subcommand].data.cache_dir
             converted = checkpoint_file(Path(checkpoint), Path(cache_dir) if cache_dir else default_cache_dir())
@@ -85,17 +95,20 @@ class BertClsCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        # One task for both: a checkpoint's (restored into model.task) wins over the data config's.
+        config.model.trust_remote_code = config.data.trust_remote_code = self.trust_remote_code
+        check_task(config)
+        # One task for both: a checkpoint's (restored into model.task) wins over the data config's default.
         config.model.task = config.model.task or config.data.task
         config.data.task = config.model.task
         if SLURMEnvironment.detect():
             check_slurm_tasks(config.trainer.devices, config.trainer.num_nodes)
+        check_checkpoint(self.subcommand, config.ckpt_path)
         assign_run_folder(config, self.subcommand)
         if config.trainer.enable_progress_bar is False:  # Lightning refuses a progress-bar callback then
             config.trainer.callbacks = [entry for entry in config.trainer.callbacks or [] if not is_progress_bar(entry)]
         if config.ckpt_path and Path(config.ckpt_path).is_file():
             # mmap: only the small entries are read, not the weights.
-            checkpoint = torch.load(config.ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+            checkpoint = read_checkpoint(config.ckpt_path, mmap=True)
             # The checkpoint's own tokenizer: the training run's model folder or hub name may be gone.
             cache_root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
             bundled = restore_bundled_tokenizer(checkpoint, cache_root)
@@ -104,9 +117,20 @@ class BertClsCLI(LightningCLI):
             if config.data.max_length is None:  # tokenize as the model was trained
                 config.data.max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
 
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as error:  # jsonargparse's, for a class in a list or union (trainer.callbacks, loggers)
+            cause = input_error_behind(error)
+            if cause is None:
+                raise
+            raise cause from error
+
     def _run_subcommand(self, subcommand: str) -> None:
         try:
             super()._run_subcommand(subcommand)
+        except BatchingError as error:  # raised where the data loaders are built, in the sampler's terms
+            raise InputError(batching_advice(self.config[subcommand], subcommand, error)) from error
         except RuntimeError as error:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator raises a plain one
             if not is_out_of_memory(error):
                 raise
@@ -118,9 +142,83 @@ class BertClsCLI(LightningCLI):
                 callback.print_summary(self.trainer)
 
 
+def input_error_behind(error: BaseException) -> InputError | None:
+    """The ``InputError`` among an exception's causes: jsonargparse reports one raised by a class it instantiates
+    inside a list or union (a callback's ``__init__``) as a ``ValueError`` of its own, listing every subtype tried."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, InputError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def is_progress_bar(callback_config: Namespace) -> bool:
     module, _, name = getattr(callback_config, "class_path", "").rpartition(".")
     return bool(module) and issubclass(getattr(importlib.import_module(module), name), ProgressBar)
+
+
+# The split each command evaluates with data.eval_batch_size (fit trains on "train" with data.batch_size).
+EVALUATED_SPLIT = {"fit": "validation", "validate": "validation", "test": "test", "predict": "predict"}
+CHECKPOINT_EXAMPLE = "checkpoints/<experiment>/version_0/checkpoints/last.ckpt (or the best-*.ckpt beside it)"
+
+
+def check_task(config: Namespace) -> None:
+    """Refuse data configured for one task with a model (a checkpoint's) of another, before anything is built.
+
+    Only a task set on purpose is compared: the data module's default (``single_label``) gives way to the model's.
+    """
+    data_task, model_task = config.data.task, config.model.task
+    if model_task and data_task not in (model_task, DEFAULT_TASK):
+        source = f"--ckpt_path {config.ckpt_path}" if config.ckpt_path else "model.task"
+        raise InputError(
+            f"{source} is a model for task '{model_task}' (labels {config.model.label_names}), but data.task is "
+            f"'{data_task}'. Use a checkpoint trained for '{data_task}', or leave data.task out (the model sets it)."
+        )
+
+
+def check_checkpoint(subcommand: str, checkpoint: str | None) -> None:
+    """Refuse a ``ckpt_path`` that would load nothing, before anything is built.
+
+    Lightning would end in a traceback (a missing file; ``predict``, whose labels only a checkpoint brings), or
+    evaluate an untrained head: without a checkpoint, and with ``last``, which it looks up only among the
+    checkpoints of its own process (``fit``'s ``last`` is the experiment's newest, see ``assign_run_folder``).
+    """
+    if subcommand == "fit" and checkpoint in (None, "last"):
+        return
+    if checkpoint not in (None, "last") and Path(checkpoint).exists():
+        return
+    if checkpoint is None:
+        raise InputError(
+            f"bertcls {subcommand} needs a trained model, and no --ckpt_path was given (the classifier head would be "
+            f"untrained, its labels unknown). Give a checkpoint written by bertcls fit, --ckpt_path "
+            f"{CHECKPOINT_EXAMPLE}, or a folder written by bertcls export."
+        )
+    if checkpoint == "last":
+        raise InputError(
+            f"--ckpt_path last finds the latest run only for bertcls fit (to resume it); bertcls {subcommand} needs "
+            f"the checkpoint's path, e.g. --ckpt_path {CHECKPOINT_EXAMPLE}."
+        )
+    raise InputError(
+        f"--ckpt_path {checkpoint}: no such file or folder. Give the path of a checkpoint written by bertcls fit, "
+        f"e.g. {CHECKPOINT_EXAMPLE}" + ("." if subcommand == "fit" else ", or of a folder written by bertcls export.")
+    )
+
+
+def batching_advice(config: Namespace, subcommand: str, error: BatchingError) -> str:
+    """The sampler's complaint, prefixed with the split and the settings behind its batch size and processes."""
+    if error.shuffle:
+        split, option = "train", "data.batch_size"
+    else:
+        split, option = EVALUATED_SPLIT[subcommand], "data.eval_batch_size"
+    default = " (unset: 2 x data.batch_size)" if not error.shuffle and not config.data.eval_batch_size else ""
+    processes = f"{error.processes} process{'' if error.processes == 1 else 'es'}"
+    return (
+        f"the {split} split with {option} {error.batch_size}{default} and {processes} (trainer.devices x "
+        f"trainer.num_nodes): {error}"
+    )
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -149,6 +247,7 @@ TOOL_COMMANDS = {
     "convert": "bertcls.commands.convert",
     "export": "bertcls.commands.export",
     "sweep-lines": "bertcls.commands.sweep_lines",
+    "validate-data": "bertcls.commands.validate_data",
 }
 
 

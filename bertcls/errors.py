@@ -26,7 +26,9 @@ def custom_code_refused(setting: str, location: str) -> InputError:
     """The error for a model or tokenizer folder whose ``auto_map`` asks to run its own Python code."""
     return InputError(
         f"{setting} '{location}' asks to run its own Python code (an 'auto_map' entry in its config): bertcls "
-        "never runs code that comes with a model (transformers' trust_remote_code stays off, and it does not ask). "
-        "Use a checkpoint of an architecture transformers ships (BERT and its family do not need custom code), or "
-        "inspect that code and convert the checkpoint to such an architecture."
+        "does not run code that comes with a model unless told to (transformers' trust_remote_code is off, and it "
+        "does not ask). Use a checkpoint of an architecture transformers ships (BERT and its family need no custom "
+        "code); or read that code (the .py files the auto_map names, in that folder or hub repository) and, if you "
+        "trust it, opt in with --model.trust_remote_code true (bertcls export: --trust-remote-code), on every "
+        "command that loads this model or a checkpoint of it."
     )

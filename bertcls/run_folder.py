@@ -98,9 +98,10 @@ def resolve_resume(config: Namespace, logger_args: Namespace) -> None:
     experiment = Path(logger_args.save_dir) / config.experiment
     candidates = sorted(experiment.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
     if not candidates:
-        raise SystemExit(
-            f"--ckpt_path last: no last.ckpt under {experiment}/*/checkpoints/. "
-            "Start a new run without --ckpt_path, or give the checkpoint file's path."
+        raise InputError(
+            f"--ckpt_path last: no last.ckpt under {experiment}/*/checkpoints/ (experiment '{config.experiment}'), "
+            "so there is no run to resume. Check --experiment and the logger's save_dir, start a new run without "
+            "--ckpt_path, or give the checkpoint file's path."
         )
     latest = candidates[-1]
     config.ckpt_path = str(latest)

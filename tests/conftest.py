@@ -17,6 +17,8 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 _SESSION_TMP = tempfile.mkdtemp(prefix="bertcls-tests-")
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_SESSION_TMP, "hf-datasets")
+# Where transformers copies a model's own Python code before importing it (tests/test_remote_code.py).
+os.environ["HF_MODULES_CACHE"] = os.path.join(_SESSION_TMP, "hf-modules")
 # W&B: no credentials and no forced mode (the logger must find out by itself that it is offline), and its
 # settings, caches and artifact staging in the same temporary folder, never in the user's home.
 for _name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_DIR"):

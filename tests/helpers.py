@@ -18,6 +18,7 @@ from unittest import mock
 import lightning as L
 import pandas as pd
 import torch
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
@@ -174,10 +175,88 @@ class RecordRank(L.Callback):
         torch.save(record, folder / f"{trainer.state.fn.value}-rank{trainer.global_rank}.pt")
 
 
-def run_bertcls_process(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m bertcls ARGS`` as its own process (tests/ importable, for ``helpers`` callbacks)."""
+def bertcls_process(args: tuple[object, ...], env: dict[str, str] | None) -> tuple[list[str], dict[str, str]]:
+    """The command ``python -m bertcls ARGS`` and its environment (tests/ importable, for ``helpers`` callbacks)."""
     environment = os.environ | {"PYTHONPATH": str(REPO_ROOT / "tests")} | (env or {})
     environment.pop("PL_GLOBAL_SEED", None)
     environment.pop("WANDB_SERVICE", None)  # set by an in-process W&B run of this test session: not to be shared
-    command = [sys.executable, "-m", "bertcls", *map(str, args)]
+    return [sys.executable, "-m", "bertcls", *map(str, args)], environment
+
+
+def run_bertcls_process(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m bertcls ARGS`` as its own process and wait for it; its output is captured."""
+    command, environment = bertcls_process(args, env)
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+
+
+def start_bertcls_process(*args: object, cwd: Path, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``python -m bertcls ARGS`` without waiting; its stdout and stderr are appended to ``log``."""
+    command, environment = bertcls_process(args, env)
+    with open(log, "ab") as output:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            command, cwd=cwd, env=environment, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+        )
+
+
+# --- checkpoints of a run folder ------------------------------------------------------------------------------
+def run_checkpoints(folder: Path, experiment: str) -> Path:
+    """``checkpoints/`` of the first run folder of ``experiment`` under ``folder`` (a run started there)."""
+    return folder / "checkpoints" / experiment / "version_0" / "checkpoints"
+
+
+def last_checkpoint(folder: Path, experiment: str) -> dict:
+    return torch.load(run_checkpoints(folder, experiment) / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def assert_same_tensors(left: object, right: object, where: str) -> None:
+    """``left`` and ``right`` (nested dicts, lists and tuples of tensors and plain values) are bitwise equal."""
+    if isinstance(left, torch.Tensor):
+        assert torch.equal(left, right), where
+    elif isinstance(left, dict):
+        assert left.keys() == right.keys(), where
+        for key in left:
+            assert_same_tensors(left[key], right[key], f"{where}.{key}")
+    elif isinstance(left, list | tuple):
+        assert len(left) == len(right), where
+        for index, (a, b) in enumerate(zip(left, right, strict=True)):
+            assert_same_tensors(a, b, f"{where}[{index}]")
+    else:
+        assert left == right, where
+
+
+def assert_same_training_state(expected: dict, actual: dict) -> None:
+    """Two checkpoints hold the same step, weights, optimizer state and learning-rate schedule, bitwise."""
+    assert actual["global_step"] == expected["global_step"]
+    for key in ("state_dict", "optimizer_states", "lr_schedulers"):
+        assert_same_tensors(expected[key], actual[key], key)
+
+
+def resumable_fit_args(
+    folder: Path,
+    model_dir: Path,
+    real_words: list[str],
+    *,
+    train_rows: int,
+    batch_size: int,
+    epochs: int,
+    save_every: int,
+    last_checkpoint_class: str | None = None,
+) -> list[object]:
+    """``bertcls fit`` of the tiny BERT on separable data (written to ``folder``) with the default callbacks, whose
+    ``LastCheckpoint`` saves every ``save_every`` steps (as ``last_checkpoint_class`` where given): the run that the
+    resume tests kill, signal and resume."""
+    callbacks = yaml.safe_load((CONFIGS / "callbacks" / "default.yaml").read_text())
+    for callback in callbacks:
+        if callback["class_path"].endswith(".LastCheckpoint"):
+            callback["class_path"] = last_checkpoint_class or callback["class_path"]
+            callback["init_args"]["every_n_train_steps"] = save_every
+    (folder / "callbacks.yaml").write_text(yaml.safe_dump(callbacks))
+    train = write_frame(separable_frame(real_words, train_rows, seed=1), folder / "train.csv")
+    dev = write_frame(separable_frame(real_words, 60, seed=2), folder / "dev.csv")
+    return [
+        "fit", "--config", CONFIGS / "quickstart.yaml", "--model.model_name", model_dir,
+        "--model.learning_rate", "1e-3", "--data.train_file", train, "--data.validation_file", dev,
+        "--data.where", "null", "--data.max_length", "32", "--data.batch_size", batch_size,
+        "--trainer.max_epochs", epochs, "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks", folder / "callbacks.yaml",
+    ]  # fmt: skip

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pandas as pd
 import pytest
 from helpers import separable_frame, write_frame
@@ -190,3 +192,20 @@ def test_concurrent_ranks_tokenize_once_and_both_read_the_entry(
     stdouts = [out.split() for out, _ in outputs]
     assert sum(out.count("TOKENIZING") for out in stdouts) == 1, stdouts
     assert all(out[-1] == "6000" for out in stdouts), stdouts
+
+
+def test_a_full_disk_leaves_no_entry_and_says_where(
+    tmp_path: Path, tiny_model_dir: Path, real_words: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(self, path: str, **kwargs) -> None:
+        Path(path).mkdir(parents=True)
+        (Path(path) / "data-00000-of-00001.arrow").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", no_space)
+    cache = tmp_path / "cache"
+    train = write_frame(separable_frame(real_words, 40, seed=1), tmp_path / "train.csv")
+    module = ClassificationDataModule(tokenizer=str(tiny_model_dir), train_file=str(train), cache_dir=str(cache))
+    with pytest.raises(OSError, match=rf"No space left on device while writing the tokenization cache in {cache}"):
+        module.build_cache()
+    assert [path.name for path in cache.iterdir() if not path.name.endswith(".lock")] == []

@@ -279,8 +279,8 @@ def test_resume_without_a_previous_run_exits_with_a_clear_message(
     exit_ = cli(*fit_args(tiny_model_dir, task, "never-ran", 1, "--ckpt_path", "last"))
     assert exit_ is not None
     message = str(exit_.code)
-    assert "no last.ckpt" in message
-    assert str(Path("checkpoints") / "never-ran") in message
+    assert message.startswith("bertcls: error: --ckpt_path last: no last.ckpt under"), message
+    assert str(Path("checkpoints") / "never-ran") in message and "Check --experiment" in message
     assert not (run_dir / "checkpoints" / "never-ran").exists()
 
 

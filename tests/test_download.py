@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from helpers import CONFIGS, MINILM, run_cli, separable_frame, write_frame
 from huggingface_hub.utils import filter_repo_objects
@@ -217,3 +218,15 @@ def test_hub_dataset_while_offline_is_a_clear_error(
     message = error_message(run_cli("download", *args, "--data.hub_dataset", "acme/no-such-dataset"))
     assert "data.hub_dataset" in message and "acme/no-such-dataset" in message
     assert "on a node with internet access" in message
+
+
+def test_a_dataset_without_validation_split_is_held_out_of_train(
+    run_dir: Path, files: dict[str, Path], tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    shutil.copy(files["train"], folder / "train.csv")  # no validation or test split
+    args = [*run_args(tiny_model_dir, files), "--data.train_file", "null", "--data.validation_file", "null"]
+    assert run_cli("fit", *args, "--data.hub_dataset", folder, "--trainer.max_epochs", "1") is None
+    metrics = pd.read_csv(next(run_dir.glob("checkpoints/*/version_0/metrics.csv")))
+    assert metrics["val/accuracy"].notna().any(), "validation held out of the training split"

@@ -174,8 +174,8 @@ def ner(tmp_path_factory: pytest.TempPathFactory, shared_data_module: Path) -> S
     test = conll_head(conll / "test.txt", folder / "test.txt", 120)
     checkpoint = fit(
         folder, "ner", "--data", CONFIGS / "data" / "conll2003.yaml", "--data.where", "null",
-        "--data.train_file", train, "--data.validation_file", dev, "--data.batch_size", "16",
-        "--model.learning_rate", "3e-4",
+        "--data.train_file", train, "--data.validation_file", dev, "--data.test_file", test,
+        "--data.batch_size", "16", "--model.learning_rate", "3e-4",
     )  # fmt: skip
     exported = folder / "exported"
     export([str(checkpoint), "--output", str(exported)])

@@ -202,7 +202,7 @@ def test_ids_come_from_the_id_column_and_must_be_unique(model: SimpleNamespace, 
     repeated[5] = repeated[30] = "doc-x"
     source = write_frame(pd.DataFrame({"doc_id": repeated, "text": model.texts}), tmp_path / "repeated.csv")
     exit_ = predict(model.checkpoint, source, output, "--data.id_column", "doc_id")
-    assert f"{source}: data.id_column 'doc_id' repeats ids: 'doc-x' at row 6, 31" in str(exit_.code)
+    assert f"{source}: repeated ids ['doc-x'] in data.id_column 'doc_id' at row 6, 31" in str(exit_.code)
     exit_ = predict(model.checkpoint, source, output, "--data.id_column", "key")
     assert "column(s) 'key' not found. Available columns: doc_id, text" in str(exit_.code)
 
@@ -396,3 +396,19 @@ def test_ddp_ranks_write_one_file_equal_to_one_process(model: SimpleNamespace, t
     assert merged.read_text().splitlines() == single.read_text().splitlines()
     assert [path.name for path in merged.parent.iterdir()] == ["merged.csv"], "the shares are removed"
     assert (result.stdout + result.stderr).count(f"Predictions for {ROWS} rows written to {merged}") == 1
+
+
+# --- a checkpoint for other data ---------------------------------------------------------------------------
+def test_a_checkpoint_for_another_task_or_label_set_is_refused(model: SimpleNamespace, tmp_path: Path) -> None:
+    conll = tmp_path / "ner.conll"
+    conll.write_text("EU B-ORG\nrejects O\n\nPeter B-PER\n\n")
+    exit_ = run_cli("test", "--ckpt_path", model.checkpoint, "--data.task", "token", "--data.test_file", conll)
+    message = str(exit_.code)
+    assert message.startswith(f"bertcls: error: --ckpt_path {model.checkpoint} is a model for task 'single_label'")
+    assert "data.task is 'token'" in message and "['neg', 'neutral', 'pos']" in message
+
+    stars = write_frame(pd.DataFrame({"text": model.texts[:4], "label": [1, 5, 3, 5]}), tmp_path / "stars.csv")
+    exit_ = run_cli("test", "--ckpt_path", model.checkpoint, "--data.test_file", stars, "--trainer.logger", "false")
+    message = str(exit_.code)
+    assert message.startswith(f"bertcls: data error: {stars}: unknown label(s) ['1', '3', '5'] in column 'label'")
+    assert "one of the training data's labels ['neg', 'neutral', 'pos']" in message

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -16,6 +17,9 @@ from hypothesis import strategies as st
 from bertcls.data.collate import DynamicPaddingCollator
 from bertcls.data.sampler import LengthBucketBatchSampler
 from bertcls.data.sources import ROW_COLUMN, ReadOptions, read_file
+from bertcls.data.validation import CheckedRows, drop_or_raise
+from bertcls.errors import DataError
+from bertcls.tasks import DataSpec, get_task
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -156,3 +160,29 @@ def test_the_data_module_reads_its_text_columns_as_text(tmp_path: Path) -> None:
     frame = read_source(SplitSource(str(path)), module.read_options)
     assert frame["premise"].tolist() == ["007", "NA"] and frame["hypothesis"].tolist() == ["1e5", "0.50"]
     assert frame["label"].tolist() == [1, 0], "labels keep their types"
+
+
+# --- the up-front row checks ----------------------------------------------------------------------------
+TEXT_CELLS = st.one_of(st.none(), st.sampled_from(["", " ", "\t\n"]), st.text(min_size=1))
+LABEL_CELLS = st.one_of(st.none(), st.sampled_from(["pos", "neg", "neutral"]))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(TEXT_CELLS, LABEL_CELLS), min_size=1, max_size=60))
+def test_skip_invalid_keeps_exactly_the_usable_rows(cells: list[tuple[str | None, str | None]]) -> None:
+    frame = pd.DataFrame(cells, columns=["text", "label"], dtype=object)
+    frame[ROW_COLUMN] = range(len(frame))
+    usable = [row for row, (text, label) in enumerate(cells) if text and text.strip() and label is not None]
+    rows = CheckedRows(frame, [], get_task("single_label").invalid_rows(frame, DataSpec(), None, True), [])
+    if len(usable) == len(cells):
+        assert drop_or_raise(rows, "x.csv", skip=False)[1] == 0
+        return
+    with pytest.raises(DataError, match=r"^x\.csv: .*rows counted from 1"):
+        drop_or_raise(rows, "x.csv", skip=False)
+    if not usable:
+        with pytest.raises(DataError, match=r"all \d+ rows are invalid"):
+            drop_or_raise(rows, "x.csv", skip=True)
+        return
+    kept, dropped, note = drop_or_raise(rows, "x.csv", skip=True)
+    assert kept[ROW_COLUMN].tolist() == usable
+    assert dropped == len(cells) - len(usable) and f"skipped {dropped} of {len(cells)} rows" in note

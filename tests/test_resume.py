@@ -10,10 +10,18 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
-import yaml
-from helpers import CONFIGS, REPO_ROOT, run_bertcls_process, separable_frame, write_frame
+from helpers import (
+    REPO_ROOT,
+    assert_same_tensors,
+    assert_same_training_state,
+    last_checkpoint,
+    resumable_fit_args,
+    run_bertcls_process,
+    run_checkpoints,
+)
 
 TRAIN_ROWS, BATCH_SIZE, SAVE_EVERY = 300, 16, 5  # 19 steps per epoch; last.ckpt at steps 5, 10, 15, 19, 20, ...
 
@@ -21,44 +29,19 @@ TRAIN_ROWS, BATCH_SIZE, SAVE_EVERY = 300, 16, 5  # 19 steps per epoch; last.ckpt
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, real_words: list[str]) -> dict:
     folder = tmp_path_factory.mktemp("resume-exact")
-    callbacks = yaml.safe_load((CONFIGS / "callbacks" / "default.yaml").read_text())
-    for callback in callbacks:
-        if callback["class_path"].endswith("LastCheckpoint"):
-            callback["init_args"]["every_n_train_steps"] = SAVE_EVERY
-    (folder / "callbacks.yaml").write_text(yaml.safe_dump(callbacks))
-    train = write_frame(separable_frame(real_words, TRAIN_ROWS, seed=1), folder / "train.csv")
-    dev = write_frame(separable_frame(real_words, 60, seed=2), folder / "dev.csv")
-    args = [
-        "fit", "--config", CONFIGS / "quickstart.yaml", "--model.model_name", tiny_model_dir,
-        "--model.learning_rate", "1e-3", "--data.train_file", train, "--data.validation_file", dev,
-        "--data.where", "null", "--data.max_length", "32", "--data.batch_size", BATCH_SIZE,
-        "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false",
-        "--trainer.callbacks", folder / "callbacks.yaml",
-    ]  # fmt: skip
+    args = resumable_fit_args(
+        folder,
+        tiny_model_dir,
+        real_words,
+        train_rows=TRAIN_ROWS,
+        batch_size=BATCH_SIZE,
+        epochs=2,
+        save_every=SAVE_EVERY,
+    )
     env = {"BERTCLS_CACHE": str(folder / "cache")}
     reference = run_bertcls_process(*args, "--experiment", "reference", cwd=folder, env=env)
     assert reference.returncode == 0, reference.stderr[-3000:]
     return {"folder": folder, "args": args, "env": env}
-
-
-def last_checkpoint(folder: Path, experiment: str) -> dict:
-    path = folder / "checkpoints" / experiment / "version_0" / "checkpoints" / "last.ckpt"
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def assert_same_tensors(left: object, right: object, where: str) -> None:
-    if isinstance(left, torch.Tensor):
-        assert torch.equal(left, right), where
-    elif isinstance(left, dict):
-        assert left.keys() == right.keys(), where
-        for key in left:
-            assert_same_tensors(left[key], right[key], f"{where}.{key}")
-    elif isinstance(left, list | tuple):
-        assert len(left) == len(right), where
-        for index, (a, b) in enumerate(zip(left, right, strict=True)):
-            assert_same_tensors(a, b, f"{where}[{index}]")
-    else:
-        assert left == right, where
 
 
 @pytest.mark.parametrize(
@@ -80,27 +63,46 @@ def test_killed_and_resumed_run_ends_with_the_uninterrupted_runs_weights(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     expected, actual = last_checkpoint(folder, "reference"), last_checkpoint(folder, experiment)
-    assert actual["global_step"] == expected["global_step"] == 2 * 19
-    assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")
-    assert_same_tensors(expected["optimizer_states"], actual["optimizer_states"], "optimizer_states")
-    assert_same_tensors(expected["lr_schedulers"], actual["lr_schedulers"], "lr_schedulers")
+    assert expected["global_step"] == 2 * 19
+    assert_same_training_state(expected, actual)
 
 
-def test_sigusr1_saves_at_the_next_step_stops_cleanly_and_the_resumed_run_matches(setup: dict) -> None:
+@pytest.mark.parametrize(
+    ("signal_at_step", "saved_at_step"),
+    [(7, 8), (18, 19)],  # mid-epoch; during the epoch's last batch (step 19): saved after its validation
+)
+def test_sigusr1_saves_at_the_next_step_stops_cleanly_and_the_resumed_run_matches(
+    setup: dict, signal_at_step: int, saved_at_step: int
+) -> None:
     """Preemption outside SLURM: the checkpoint is written after the signalled step, fit exits with status 0
-    (no requeue: no SLURM job), and resuming ends exactly where the uninterrupted run ends."""
+    (no requeue: no SLURM job), and resuming ends exactly where the uninterrupted run ends, having validated
+    every epoch (the same best checkpoint)."""
     folder, args, env = setup["folder"], setup["args"], setup["env"]
-    signaller = ["--trainer.callbacks+=helpers.SignalAtStep", "--experiment", "signalled"]
-    stopped = run_bertcls_process(*args, *signaller, cwd=folder, env=env | {"BERTCLS_TEST_SIGNAL_AT_STEP": "7"})
+    experiment = f"signalled-{signal_at_step}"
+    signaller = ["--trainer.callbacks+=helpers.SignalAtStep", "--experiment", experiment]
+    signal_env = env | {"BERTCLS_TEST_SIGNAL_AT_STEP": str(signal_at_step)}
+    stopped = run_bertcls_process(*args, *signaller, cwd=folder, env=signal_env)
     assert stopped.returncode == 0, stopped.stderr[-3000:]
-    assert "SIGUSR1: saved" in stopped.stderr + stopped.stdout
-    assert last_checkpoint(folder, "signalled")["global_step"] == 8
+    assert f"SIGUSR1: saved checkpoints/{experiment}/version_0/checkpoints/last.ckpt at step {saved_at_step}" in (
+        stopped.stderr + stopped.stdout
+    )
+    assert last_checkpoint(folder, experiment)["global_step"] == saved_at_step
 
-    resumed = run_bertcls_process(*args, "--experiment", "signalled", "--ckpt_path", "last", cwd=folder, env=env)
+    resumed = run_bertcls_process(*args, "--experiment", experiment, "--ckpt_path", "last", cwd=folder, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, actual = last_checkpoint(folder, "reference"), last_checkpoint(folder, "signalled")
+    expected, actual = last_checkpoint(folder, "reference"), last_checkpoint(folder, experiment)
     assert actual["global_step"] == expected["global_step"]
     assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")
+    best = sorted(path.name for path in run_checkpoints(folder, experiment).glob("best-*.ckpt"))
+    assert best == sorted(path.name for path in run_checkpoints(folder, "reference").glob("best-*.ckpt"))
+    validated = [validated_epochs(run_checkpoints(folder, name).parent) for name in ("reference", experiment)]
+    assert validated[0] == validated[1] == [0, 1]
+
+
+def validated_epochs(run: Path) -> list[int]:
+    """The epochs whose validation accuracy the run's metrics.csv holds."""
+    metrics = pd.read_csv(run / "metrics.csv")
+    return sorted(metrics.dropna(subset=["val/accuracy"])["epoch"].astype(int).unique().tolist())
 
 
 @pytest.mark.parametrize(("name", "status"), [("SIGTERM", 143), ("SIGINT", 130)])

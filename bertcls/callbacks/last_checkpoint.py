@@ -11,6 +11,8 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.strategies import DeepSpeedStrategy, Strategy
 from lightning.pytorch.trainer.states import TrainerFn
 
+from bertcls.errors import InputError
+
 
 class LastCheckpoint(Checkpoint):
     """Write ``<run>/checkpoints/last.ckpt`` every ``every_n_train_steps`` optimizer steps and after every epoch.
@@ -29,7 +31,10 @@ class LastCheckpoint(Checkpoint):
 
     def __init__(self, every_n_train_steps: int = 200, filename: str = "last.ckpt") -> None:
         if every_n_train_steps < 0:
-            raise ValueError(f"every_n_train_steps must be 0 or more, got {every_n_train_steps}")
+            raise InputError(
+                f"trainer.callbacks LastCheckpoint.every_n_train_steps must be 0 (save at epoch ends only) or more, "
+                f"got {every_n_train_steps}. Fix it in your callbacks config (see configs/callbacks/default.yaml)."
+            )
         self.every_n_train_steps = every_n_train_steps
         self.filename = filename
         self._saved_at: int | None = None
@@ -52,6 +57,10 @@ class LastCheckpoint(Checkpoint):
         return path
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # The epoch's save follows its validation. Lightning resumes a checkpoint saved here in the next
+            # epoch: this epoch's validation, and the best checkpoint it may write, would never happen.
+            return
         step = trainer.global_step
         if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_at:
             self.save(trainer)

@@ -30,7 +30,8 @@ class Preemption(L.Callback):
     The requeued job runs the same command; ``bertcls fit`` finds ``last.ckpt`` in the job's run folder and
     resumes from it (see ``docs/cluster.md``). After SIGTERM or SIGINT the process exits with 143 or 130 (128 +
     the signal) and ``--ckpt_path last`` resumes. A second Ctrl-C interrupts at once, without saving. A signal
-    during validation is acted on at the first training step after it.
+    during validation is acted on at the first training step after it; one during an epoch's last batch, after
+    that epoch's validation.
     """
 
     def __init__(self, signal_name: str = "SIGUSR1", requeue: bool = True, save_on_interrupt: bool = True) -> None:
@@ -72,8 +73,18 @@ class Preemption(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
         at_step_boundary = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        # After an epoch's last batch its validation comes first: Lightning would resume a checkpoint saved here
+        # in the next epoch, and this epoch's validation (and best checkpoint) would never happen.
+        if at_step_boundary and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._act_on_signals(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._act_on_signals(trainer)
+
+    def _act_on_signals(self, trainer: L.Trainer) -> None:
+        """If any rank was signalled: save ``last.ckpt`` on every rank, requeue (SIGUSR1) and stop."""
         stopping = self.save_on_interrupt and (self._interrupted or trainer.received_sigterm)
-        if not at_step_boundary or not trainer.strategy.reduce_boolean_decision(self._signalled or stopping, all=False):
+        if not trainer.strategy.reduce_boolean_decision(self._signalled or stopping, all=False):
             return
         if not trainer.strategy.reduce_boolean_decision(self._signalled, all=False):
             self._stop(trainer)

@@ -10,6 +10,8 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from rich.console import Console
 
+from bertcls.errors import InputError
+
 # Progress-bar metrics under a short name (known ones first, in this order), and their format in plain lines.
 SHORT_NAMES = {
     "train/loss": "loss",
@@ -35,7 +37,10 @@ class ProgressBar(RichProgressBar):
 
     def __init__(self, every_n_steps: int = 50, refresh_rate: int = 100, leave: bool = False) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be at least 1, not {every_n_steps}")
+            raise InputError(
+                f"trainer.callbacks ProgressBar.every_n_steps must be at least 1 (a line every that many batches), "
+                f"got {every_n_steps}. Fix it in your callbacks config (see configs/callbacks/default.yaml)."
+            )
         super().__init__(refresh_rate=refresh_rate, leave=leave)
         self.every_n_steps = every_n_steps
         self._plain: bool | None = None  # None until setup

@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import shlex
-import warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -30,11 +29,10 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import GatedRepoError, HFValidationError, RepositoryNotFoundError, RevisionNotFoundError
 from jsonargparse import Namespace, strip_meta
 
-from bertcls.cli import BertClsCLI, cli_options
+from bertcls.commands.run_config import parse_run_config
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.sources import SplitSource, file_sha256, load_hub_split
 from bertcls.errors import DataError, InputError, reported_as_exit
-from bertcls.model.module import BertClassifier
 from bertcls.paths import PACKAGE_SCHEME, resolve_location
 from bertcls.run_folder import logger_entries
 
@@ -80,25 +78,6 @@ def option_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--manifest", type=Path, help=f"manifest path (default: <logger save_dir>/{MANIFEST_NAME})")
     return parser
-
-
-class _ParseOnly(BertClsCLI):
-    """``bertcls fit``'s parser and config hooks (experiment, task, a checkpoint's tokenizer), building nothing."""
-
-    def instantiate_classes(self) -> None:
-        pass  # the model would load its weights, the trainer would create folders
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        pass
-
-
-def parse_run_config(args: list[str]) -> Namespace:
-    """The run's config exactly as ``bertcls fit ARGS`` resolves it."""
-    with warnings.catch_warnings():
-        # `args` is given while sys.argv holds `bertcls download ...`, which Lightning would warn about.
-        warnings.filterwarnings("ignore", message=r"LightningCLI's args parameter")
-        cli = _ParseOnly(BertClassifier, ClassificationDataModule, **cli_options(), args=["fit", *args])
-    return cli.config.fit
 
 
 def download(argv: list[str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from bertcls.errors import InputError, reported_as_exit
 from bertcls.export.checkpoint import check_output, load_checkpoint, write_tokenizer
 from bertcls.export.hf_folder import export_hf_folder
 from bertcls.model.module import BertClassifier
+from bertcls.remote_code import load_tokenizer
 
 MAX_DIFFERENCE = 1e-3
 SENTENCES = [
@@ -49,6 +50,12 @@ def option_parser() -> argparse.ArgumentParser:
         "--onnx-only", action="store_true", help="only model.onnx and the tokenizer (for pooling 'mean')"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the Python code that comes with the model or tokenizer (an auto_map in its config): read it "
+        "first. Off, such a checkpoint is refused (see docs/troubleshooting.md)",
+    )
     return parser
 
 
@@ -57,17 +64,19 @@ def export(argv: list[str]) -> dict[str, Any]:
     options = option_parser().parse_args(argv)
     check_output(options.output, options.overwrite, "--output")
     checkpoint = load_checkpoint(options.checkpoint)
-    model = classifier(checkpoint)
+    trust_remote_code = options.trust_remote_code
+    model = classifier(checkpoint, trust_remote_code)
     result: dict[str, Any] = {"folder": options.output}
     if not options.onnx_only:
-        exported = export_hf_folder(checkpoint, options.output, source=options.checkpoint)
-        batch = sample_batch(options.output)
+        exported = export_hf_folder(checkpoint, options.output, options.checkpoint, trust_remote_code)
+        batch = sample_batch(options.output, trust_remote_code)
         result["hf_difference"] = logits_difference(model, exported, batch)
         print(f"Hugging Face folder: {options.output} (max |logits difference| {result['hf_difference']:.2e})")
     else:
         options.output.mkdir(parents=True, exist_ok=True)
-        write_tokenizer(checkpoint, checkpoint["hyper_parameters"], options.output, options.checkpoint)
-        batch = sample_batch(options.output)
+        hparams = checkpoint["hyper_parameters"]
+        write_tokenizer(checkpoint, hparams, options.output, options.checkpoint, trust_remote_code)
+        batch = sample_batch(options.output, trust_remote_code)
     if options.onnx or options.onnx_only:
         from bertcls.export.onnx import check_onnx_parity, export_onnx
 
@@ -83,19 +92,20 @@ def export(argv: list[str]) -> dict[str, Any]:
     return result
 
 
-def classifier(checkpoint: dict[str, Any]) -> BertClassifier:
-    """The checkpoint's ``BertClassifier`` (architecture from its hyperparameters, no download), in eval mode."""
+def classifier(checkpoint: dict[str, Any], trust_remote_code: bool = False) -> BertClassifier:
+    """The checkpoint's ``BertClassifier`` (architecture from its hyperparameters, no download), in eval mode.
+
+    ``trust_remote_code`` is the command line's, never the checkpoint's (see ``BertClassifier``).
+    """
     hparams = {key: value for key, value in checkpoint["hyper_parameters"].items() if not key.startswith("_")}
-    model = BertClassifier(**hparams)
+    model = BertClassifier(**hparams | {"trust_remote_code": trust_remote_code})
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 
 
-def sample_batch(folder: Path) -> dict[str, torch.Tensor]:
+def sample_batch(folder: Path, trust_remote_code: bool = False) -> dict[str, torch.Tensor]:
     """The test sentences, tokenized by the exported tokenizer, padded into one batch."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(str(folder), "--output", trust_remote_code)
     return dict(tokenizer(SENTENCES, padding=True, return_tensors="pt", return_token_type_ids=True))
 
 

@@ -15,6 +15,8 @@ from bertcls.data.utf8 import invalid_utf8_error
 from bertcls.errors import DataError
 
 LINE_COLUMN = "line"  # 1-based line number of a sentence's first token
+SKIPPED_LINES = "skipped_lines"  # a frame's ``attrs`` entry: lines dropped by a reader that skips bad lines
+SKIP_HINT = "Or set data.skip_invalid: true to drop the sentences of such lines (counted in the log)."
 DOCUMENT_START = "-DOCSTART-"
 FORMAT_HINT = (
     "CoNLL files have one 'token ... tag' line per word (columns separated by spaces or tabs, the token first "
@@ -23,10 +25,12 @@ FORMAT_HINT = (
 _SEPARATOR = re.compile(r"[ \t]+")
 
 
-def read_conll(resolved: str, path: str) -> pd.DataFrame:
+def read_conll(resolved: str, path: str, skip_bad_lines: bool = False) -> pd.DataFrame:
     """One row per sentence of the CoNLL file at ``resolved``: ``tokens``, ``tags`` and ``line``.
 
-    ``path`` is the name given by the user, used in error messages.
+    ``path`` is the name given by the user, used in error messages. A token line whose column count differs from
+    the file's first raises a ``DataError``; with ``skip_bad_lines`` its sentence is dropped instead, and the line's
+    number kept in the frame's ``attrs["skipped_lines"]``.
     """
     sentences: list[tuple[list[str], list[str], int]] = []
     tokens: list[str] = []
@@ -34,26 +38,35 @@ def read_conll(resolved: str, path: str) -> pd.DataFrame:
     first_line = 0
     width = 0  # the column count of the file's first token line
     width_line = 0
+    skipped: list[int] = []
+    broken = False  # the sentence holds a skipped line
     for number, line in enumerate(_lines(resolved, path), start=1):
         columns = _SEPARATOR.split(line.strip(" \t\r\n"))
         if columns[0] in ("", DOCUMENT_START):  # a blank line or a document boundary ends the sentence
-            if tokens:
+            if tokens and not broken:
                 sentences.append((tokens, tags, first_line))
-                tokens, tags = [], []
+            tokens, tags, broken = [], [], False
             continue
         if len(columns) != width:
             if width == 0:
                 width, width_line = len(columns), number
-            _check_width(columns, width, width_line, number, path)
+            problem = _width_problem(columns, width, width_line, number, path)
+            if problem and not skip_bad_lines:
+                raise DataError(problem)
+            if problem:
+                skipped.append(number)
+                broken = True
         if not tokens:
             first_line = number
         tokens.append(columns[0])
         tags.append(columns[-1])
-    if tokens:
+    if tokens and not broken:
         sentences.append((tokens, tags, first_line))
     if not sentences:
         raise DataError(f"{path}: no sentences found. {FORMAT_HINT}")
-    return pd.DataFrame(sentences, columns=["tokens", "tags", LINE_COLUMN])
+    frame = pd.DataFrame(sentences, columns=["tokens", "tags", LINE_COLUMN])
+    frame.attrs[SKIPPED_LINES] = skipped
+    return frame
 
 
 def _lines(resolved: str, path: str) -> list[str]:
@@ -67,14 +80,17 @@ def _lines(resolved: str, path: str) -> list[str]:
     return text.split("\n")
 
 
-def _check_width(columns: list[str], width: int, width_line: int, number: int, path: str) -> None:
+def _width_problem(columns: list[str], width: int, width_line: int, number: int, path: str) -> str | None:
+    """What is wrong with a token line of ``len(columns)`` columns where the file's first has ``width``, if anything."""
     if len(columns) == 1:
-        raise DataError(
+        return (
             f"{path}: line {number} has a single column ('{columns[0]}'): the token or its tag is missing. "
-            f"{FORMAT_HINT}"
+            f"{FORMAT_HINT} {SKIP_HINT}"
         )
     if len(columns) != width:
-        raise DataError(
+        return (
             f"{path}: line {number} has {len(columns)} columns but line {width_line} has {width}. Every token line "
-            "needs the same columns: fix that line (a token or tag containing a space, or a missing column)."
+            "needs the same columns: fix that line (a token or tag containing a space, or a missing column). "
+            + SKIP_HINT
         )
+    return None

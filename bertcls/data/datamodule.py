@@ -13,7 +13,7 @@ import numpy as np
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
 from bertcls.data.encoding import (
@@ -21,18 +21,28 @@ from bertcls.data.encoding import (
     EncodedSplit,
     EncodingCache,
     cache_key,
-    check_blank_texts,
     quiet_datasets,
     tokenizer_fingerprint,
 )
 from bertcls.data.labels import LabelVocabulary
-from bertcls.data.row_ids import encoded_ids, with_ids
+from bertcls.data.row_ids import encoded_ids, invalid_ids, with_ids
 from bertcls.data.sampler import LengthBucketBatchSampler
-from bertcls.data.sources import ROW_COLUMN, ReadOptions, SplitSource, read_source, select, source_fingerprint
+from bertcls.data.sources import (
+    ROW_COLUMN,
+    SKIPPED_LINES,
+    ReadOptions,
+    SplitSource,
+    hub_split_names,
+    read_source,
+    select,
+    source_fingerprint,
+)
 from bertcls.data.stdin import STDIN, stdin_texts_file
-from bertcls.errors import DataError, InputError, custom_code_refused
+from bertcls.data.validation import CheckedRows, drop_or_raise
+from bertcls.errors import DataError, InputError
 from bertcls.paths import resolve_location
-from bertcls.tasks import DataSpec, TaskName, get_task
+from bertcls.remote_code import load_tokenizer
+from bertcls.tasks import DEFAULT_TASK, DataSpec, TaskName, get_task
 from bertcls.tasks.base import LongInputs
 
 SPLITS = ("train", "validation", "test", "predict")
@@ -56,7 +66,8 @@ class ClassificationDataModule(L.LightningDataModule):
             the training file's rows is held out. ``predict_file: "-"`` reads standard input, one text per
             line (a tab between the texts of a pair), see ``bertcls.data.stdin``.
         hub_dataset: a Hugging Face dataset name (or local dataset folder) used for the splits that
-            have no file; ``hub_splits`` maps our split names to the dataset's.
+            have no file; ``hub_splits`` maps our split names to the dataset's (default: those of train, validation
+            and test that the dataset has; without validation, ``fit`` holds it out of train).
         file_format: read every file as ``csv``, ``tsv``, ``jsonl``, ``parquet`` or ``conll`` whatever its
             suffix (default: from the suffix; ``.txt`` is TSV, or CoNLL for the token task).
         column_names: names for the columns of CSV/TSV files without a header row.
@@ -72,6 +83,9 @@ class ClassificationDataModule(L.LightningDataModule):
             0-based row number).
         where: keep only rows whose column equals a value (or one of a list), e.g. ``{source: imdb}``.
         tokenizer: tokenizer name or folder; the CLI links it to ``model.model_name``.
+        trust_remote_code: run the Python code that comes with a tokenizer whose config has an ``auto_map``
+            (refused when off); the CLI links it to ``model.trust_remote_code`` (see ``BertClassifier``). Not
+            saved in checkpoints.
         label_names: fixed label order; by default the sorted labels of the training split.
         max_length: longer inputs are truncated (and counted), or split into windows (token task). Unset: the
             training run's when the CLI evaluates or predicts from a checkpoint, else ``DEFAULT_MAX_LENGTH``.
@@ -87,11 +101,14 @@ class ClassificationDataModule(L.LightningDataModule):
         cache_lock: how ranks take turns building a cache entry: ``file`` (``flock``; falls back to ``soft``
             where the filesystem has no ``flock``) or ``soft`` (a lock file created exclusively: for Lustre or
             NFS mounts whose ``flock`` is node-local). See docs/cluster.md.
+        skip_invalid: drop the rows that fail the up-front checks (empty texts, missing or unknown labels, broken
+            tag sequences, ...; see ``bertcls.data.validation``) and count them in the log, instead of stopping
+            with an error that lists them. ``bertcls validate-data`` reports them without training.
     """
 
     def __init__(
         self,
-        task: TaskName = "single_label",
+        task: TaskName = DEFAULT_TASK,
         train_file: str | None = None,
         validation_file: str | None = None,
         test_file: str | None = None,
@@ -128,13 +145,16 @@ class ClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         cache_lock: CacheLock = "file",
+        skip_invalid: bool = False,
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["trust_remote_code"])
+        self.trust_remote_code = trust_remote_code
         max_length = self.hparams.max_length = max_length or DEFAULT_MAX_LENGTH  # checkpoints keep the number
         self.task = get_task(task)
         files = {"train": train_file, "validation": validation_file, "test": test_file, "predict": predict_file}
-        hub_names = hub_splits or {"train": "train", "validation": "validation", "test": "test"}
+        hub_names = (hub_splits or default_hub_splits(hub_dataset, hub_config)) if hub_dataset else {}
         self.sources: dict[str, SplitSource] = {}
         if predict_file == STDIN:
             text_pair_column = self._stdin_source(text_column, text_pair_column, id_column)
@@ -167,6 +187,7 @@ class ClassificationDataModule(L.LightningDataModule):
             self.task.txt_format,
             tuple(column_names) if column_names else None,
             text_columns=tuple(column for column in (text_column, text_pair_column) if column),
+            skip_bad_lines=skip_invalid,
         )
         self.cache = EncodingCache(cache_dir, cache_lock)
         names = label_names or (_read_label_names(label_names_file) if label_names_file else None)
@@ -198,14 +219,9 @@ class ClassificationDataModule(L.LightningDataModule):
     def tokenizer(self) -> PreTrainedTokenizerBase:
         if self._tokenizer is None:
             try:
-                location = resolve_location(self.hparams.tokenizer)
-                self._tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
+                self._tokenizer = load_tokenizer(self.hparams.tokenizer, "data.tokenizer", self.trust_remote_code)
             except OSError as error:  # not a folder, not on the hub, or offline without a cached copy
                 raise InputError(f"tokenizer '{self.hparams.tokenizer}': {error}") from error
-            except ValueError as error:
-                if "trust_remote_code" not in str(error):
-                    raise
-                raise custom_code_refused("data.tokenizer", self.hparams.tokenizer) from error
             # Fingerprint before any call: calls change the tokenizer's truncation state.
             self._tokenizer_fingerprint = tokenizer_fingerprint(self._tokenizer)
         return self._tokenizer
@@ -240,31 +256,65 @@ class ClassificationDataModule(L.LightningDataModule):
             labels=list(vocabulary.names) if vocabulary else "from-this-split",
             # Only when set, so that the keys of every other split stay those of earlier versions.
             **({"ids": self.hparams.id_column} if split == "predict" and self.hparams.id_column else {}),
+            **({"skip_invalid": True} if self.hparams.skip_invalid else {}),
         )
 
-    def _encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
+    def _rows(self, split: str, vocabulary: LabelVocabulary | None) -> CheckedRows:
+        """The split's rows (columns selected, ``data.where`` applied, unlabelled rows dropped) and the problems
+        ``Task.invalid_rows`` finds in them, not yet dropped."""
         source = self.sources[split]
         where = source.describe()
         labelled = split != "predict"
         frame = read_source(source, self.read_options)
+        skipped_lines = frame.attrs.pop(SKIPPED_LINES, [])
         columns = self.task.columns(self.spec, labelled, [str(column) for column in frame.columns])
         id_column = self.hparams.id_column if split == "predict" else None
         wanted = list(dict.fromkeys([*columns, id_column] if id_column else columns))
         frame = select(frame, source, wanted, self.hparams.where)
-        if split == "predict":
-            texts = [self.spec.text_column, self.spec.text_pair_column]
-            check_blank_texts(frame, [column for column in columns if column in texts], where)
         notes: list[str] = []
         if labelled:
             frame, note = self.task.select_rows(frame, self.spec, where)
             notes += [note] if note else []
-            if vocabulary is None:
-                vocabulary = self.task.vocabulary(frame, self.spec, where)
+        invalid = self.task.invalid_rows(frame, self.spec, vocabulary if labelled else None, labelled)
+        invalid += invalid_ids(frame, id_column) if id_column else []
+        return CheckedRows(frame, notes, invalid, skipped_lines)
+
+    def check_rows(self) -> dict[str, CheckedRows | DataError]:
+        """Every configured split's rows and problems as ``fit``, ``test`` and ``predict`` find them, without
+        tokenizing (``bertcls validate-data``); a split that cannot be read at all maps to its error.
+
+        Validation and test labels are checked against the given label names, or else the training split's labels
+        (of its valid rows).
+        """
+        checked: dict[str, CheckedRows | DataError] = {}
+        vocabulary = self.vocabulary
+        for split in self.sources:
+            try:
+                checked[split] = rows = self._rows(split, vocabulary)
+                if split == "train" and vocabulary is None:
+                    valid = rows.frame[~rows.invalid_mask]
+                    vocabulary = self.vocabulary = self.task.vocabulary(
+                        valid, self.spec, self.sources[split].describe()
+                    )
+            except DataError as error:
+                checked[split] = error
+        return checked
+
+    def _encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
+        where = self.sources[split].describe()
+        labelled = split != "predict"
+        rows = self._rows(split, vocabulary)
+        frame, dropped, note = drop_or_raise(rows, where, self.hparams.skip_invalid)
+        notes = rows.skipped_lines_note(where) + rows.notes + ([note] if note else [])
+        if labelled and vocabulary is None:
+            vocabulary = self.task.vocabulary(frame, self.spec, where)
         encoded = self.task.encode(frame, self.tokenizer, self.spec, vocabulary if labelled else None, where)
         meta = encoded.meta | {"notes": notes + encoded.meta.get("notes", [])}
+        meta["skipped_invalid"] = dropped + len(rows.skipped_lines)
         if labelled:
             meta["label_names"] = list(vocabulary.names)
-        table = with_ids(encoded.table, encoded_ids(frame, id_column, where)) if id_column else encoded.table
+        id_column = self.hparams.id_column if split == "predict" else None
+        table = with_ids(encoded.table, encoded_ids(frame, id_column)) if id_column else encoded.table
         return EncodedSplit(table, meta)
 
     def _load_or_encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
@@ -279,7 +329,10 @@ class ClassificationDataModule(L.LightningDataModule):
     def _splits_for(self, stage: str | None) -> tuple[str, ...]:
         """The splits a stage reads; ``None`` (no trainer) means every configured split.
 
-        Without a validation source, "validation" is held out of "train", so "train" is read instead.
+        Without a validation source, "validation" is held out of "train", so "train" is read instead. ``fit`` also
+        reads a test *file*: its rows are checked (and its encoding cached) before training, so that a bad row
+        there stops the job now rather than after hours of training. (A hub dataset's test split is left out:
+        GLUE's, for one, has no labels.)
         """
         if stage is None:
             return tuple(self.sources)
@@ -291,6 +344,8 @@ class ClassificationDataModule(L.LightningDataModule):
             raise DataError(
                 f"No data for the {missing[0]} split: set data.{missing[0]}_file (or data.hub_dataset) in your config."
             )
+        if stage == "fit" and self.hparams.test_file:
+            splits += ("test",)
         return splits
 
     @property
@@ -359,7 +414,8 @@ class ClassificationDataModule(L.LightningDataModule):
             self.datasets[split] = TokenizedDataset(EncodedSplit(table, full.meta))
 
     def _report(self, split: str, encoded: EncodedSplit) -> None:
-        """Log what encoding noticed: truncated inputs, dropped rows, split sentences.
+        """Log what encoding noticed: truncated inputs, dropped rows, split sentences; and with
+        ``skip_invalid`` the number of rows skipped as invalid, to the run's loggers.
 
         Not for the predict split: the prediction writer reports its notes after predicting.
         """
@@ -368,6 +424,9 @@ class ClassificationDataModule(L.LightningDataModule):
         where = self.sources[split].describe()
         for note in encoded.meta.get("notes", []):
             rank_zero_info(note if note.startswith(where) else f"{where}: {note}")
+        if self.hparams.skip_invalid and self.trainer is not None:  # the count goes to W&B/CSV/TensorBoard too
+            for logger in self.trainer.loggers:  # rank 0 only, as every logger call
+                logger.log_metrics({f"data/{split}_skipped_invalid": encoded.meta.get("skipped_invalid", 0)}, step=0)
 
     # --- resuming mid-epoch ------------------------------------------------------------------
     def state_dict(self) -> dict[str, int]:
@@ -437,6 +496,13 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", shuffle=False)
+
+
+def default_hub_splits(location: str, config: str | None) -> dict[str, str]:
+    """train/validation/test, each under its own name, where the dataset has it (all three where it cannot say)."""
+    names = {"train": "train", "validation": "validation", "test": "test"}
+    available = hub_split_names(location, config)
+    return {split: name for split, name in names.items() if available is None or name in available}
 
 
 def _read_label_names(path: str) -> list[str]:

@@ -25,9 +25,8 @@ import filelock
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
-from bertcls.data.labels import row_list
+from bertcls.atomic_files import raise_if_out_of_space
 from bertcls.data.sources import ROW_COLUMN
-from bertcls.errors import DataError
 
 CACHE_FORMAT_VERSION = 3  # 3: CSV/TSV text columns read as text ("007" was 7)
 SOFT_LOCK_LIFETIME_SECONDS = 24 * 3600
@@ -80,33 +79,6 @@ class EncodedSplit:
         return int(self.meta["num_truncated"])
 
 
-def check_texts(frame: pd.DataFrame, columns: list[str], where: str) -> None:
-    """Raise a ``DataError`` naming the rows whose text is missing in any of ``columns``."""
-    for column in columns:
-        missing = frame[column].isna()
-        if missing.any():
-            rows = (frame.loc[missing, ROW_COLUMN] + 1).tolist()[:5]
-            raise DataError(
-                f"{where}: missing text in column '{column}' at row(s) {rows} (rows counted from 1, header "
-                "excluded). Fill in or remove those rows."
-            )
-
-
-def check_blank_texts(frame: pd.DataFrame, columns: list[str], where: str) -> None:
-    """Raise a ``DataError`` naming the rows whose text is missing, empty or only whitespace (predict input).
-
-    Non-text cells (numbers, lists of words) are left to the task's own checks.
-    """
-    for column in columns:
-        values = frame[column]
-        blank = values.isna() | values.map(lambda value: isinstance(value, str) and not value.strip())
-        if blank.any():
-            raise DataError(
-                f"{where}: empty text in column '{column}' at {row_list(frame.loc[blank, ROW_COLUMN])} (rows counted "
-                "from 1, header excluded). Every row needs a text to predict: fill in or remove those rows."
-            )
-
-
 def encode_texts(
     frame: pd.DataFrame,
     tokenizer: PreTrainedTokenizerBase,
@@ -121,8 +93,6 @@ def encode_texts(
     A pair is encoded as ``[CLS] a [SEP] b [SEP]`` with ``token_type_ids``; truncation trims the longer
     side first. ``labels`` (one value or list per row) is stored as the ``labels`` column.
     """
-    text_columns = [text_column] + ([text_pair_column] if text_pair_column else [])
-    check_texts(frame, text_columns, where)
     columns: dict[str, Any] = {"text": frame[text_column].astype(str).tolist(), ROW_COLUMN: frame[ROW_COLUMN].tolist()}
     if text_pair_column:
         columns["text_pair"] = frame[text_pair_column].astype(str).tolist()
@@ -230,5 +200,12 @@ class EncodingCache:
             except OSError:
                 if not self.contains(key):  # another process did not win the race: a real failure
                     raise
+        except Exception as error:
+            raise_if_out_of_space(
+                error,
+                f"the tokenization cache in {self.root} (nothing half-written is kept). Free space there, or point "
+                "data.cache_dir (or $BERTCLS_CACHE) at a filesystem with room.",
+            )
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)

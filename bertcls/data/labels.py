@@ -14,11 +14,6 @@ from bertcls.errors import DataError
 MAX_ROWS_SHOWN = 5
 
 
-def _rows(frame: pd.DataFrame, mask: pd.Series) -> str:
-    """Format the 1-based data-row numbers (header excluded) of the masked rows."""
-    return row_list(frame.loc[mask, ROW_COLUMN])
-
-
 def row_list(rows: pd.Series) -> str:
     """Format 0-based source rows as "row 3, 8 and 2 more" (1-based)."""
     rows = sorted(set((rows + 1).tolist()))
@@ -26,21 +21,27 @@ def row_list(rows: pd.Series) -> str:
     return f"row {shown}" + (f" and {len(rows) - MAX_ROWS_SHOWN} more" if len(rows) > MAX_ROWS_SHOWN else "")
 
 
-def label_strings(frame: pd.DataFrame, column: str, where: str) -> pd.Series:
-    """Return the label column as strings; integral floats (1.0) become integers ("1").
-
-    Raises a ``DataError`` naming the rows whose label is missing.
-    """
-    values = frame[column]
-    missing = values.isna()
-    if missing.any():
-        raise DataError(
-            f"{where}: missing label in column '{column}' at {_rows(frame, missing)} "
-            "(rows counted from 1, header excluded). Fill in the labels or remove those rows."
-        )
+def as_label_strings(values: pd.Series) -> pd.Series:
+    """Labels as strings; integral floats (1.0, from a numeric column with gaps) become integers ("1")."""
     if pd.api.types.is_float_dtype(values) and (values == values.round()).all():
         values = values.astype("int64")
     return values.astype(str)
+
+
+def is_whole_number(labels: pd.Series) -> pd.Series:
+    """Which labels (strings) are whole numbers, such as "0" or "-1"."""
+    return labels.str.fullmatch(r"-?\d+")
+
+
+def odd_label_types(labels: pd.Series) -> np.ndarray:
+    """Labels of the rarer kind where whole numbers and names are mixed ("1" among "pos"/"neg"), else none.
+
+    Mixed kinds mostly mean a shifted column or a stray value; ties mark the numbers.
+    """
+    numeric = is_whole_number(labels).to_numpy(dtype=bool)
+    if numeric.all() or not numeric.any():
+        return np.zeros(len(labels), dtype=bool)
+    return numeric if numeric.sum() <= (~numeric).sum() else ~numeric
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,18 @@ class LabelVocabulary:
 
     @classmethod
     def from_labels(cls, labels: pd.Series) -> LabelVocabulary:
-        unique = labels.unique().tolist()
-        numeric = all(name.lstrip("-").isdigit() for name in unique)
-        return cls(tuple(sorted(unique, key=int if numeric else str)))
+        unique = pd.Series(labels.unique())
+        numeric = bool(is_whole_number(unique).all())
+        return cls(tuple(sorted(unique.tolist(), key=int if numeric else str)))
 
     @classmethod
     def from_names(cls, names: Sequence[str]) -> LabelVocabulary:
         if len(set(names)) != len(names):
-            raise DataError(f"label_names has duplicates: {list(names)}. Give each label once.")
+            repeated = sorted({name for name in names if list(names).count(name) > 1})
+            raise DataError(
+                f"The label names {list(names)} repeat {repeated} (from model.label_names, data.label_names_file or "
+                "data.label_columns). Give each label once."
+            )
         return cls(tuple(str(name) for name in names))
 
     def __len__(self) -> int:
@@ -66,7 +71,7 @@ class LabelVocabulary:
 
     def encode(self, frame: pd.DataFrame, column: str, where: str, as_indices: bool = False) -> np.ndarray:
         """Map the label column of ``frame`` to ids; unknown labels raise a ``DataError`` naming the rows."""
-        labels = label_strings(frame, column, where)
+        labels = as_label_strings(frame[column])
         return self.lookup(labels, frame[ROW_COLUMN], f"{where}: column '{column}'", as_indices)
 
     def lookup(self, labels: pd.Series, rows: pd.Series, where: str, as_indices: bool = False) -> np.ndarray:
@@ -76,19 +81,26 @@ class LabelVocabulary:
         """
         labels = labels.reset_index(drop=True)
         rows = rows.reset_index(drop=True)
-        if as_indices:
-            ids = pd.to_numeric(labels, errors="coerce")
-            ids = ids.where((ids >= 0) & (ids < len(self.names)) & (ids == ids.round()))
-            expected = f"whole numbers from 0 to {len(self.names) - 1} (positions in the {len(self.names)} label names)"
-        else:
-            ids = labels.map({name: index for index, name in enumerate(self.names)})
-            expected = f"one of the training data's labels {list(self.names)}"
+        ids = self.ids(labels, as_indices)
         unknown = ids.isna()
         if unknown.any():
             values = sorted(labels[unknown].unique().tolist())[:MAX_ROWS_SHOWN]
             shown = row_list(rows[unknown])
             raise DataError(
-                f"{where}: label(s) {values} at {shown} (rows counted from 1, header excluded) are not {expected}. "
-                "Fix those rows, or give the complete label set with model.label_names."
+                f"{where}: label(s) {values} at {shown} (rows counted from 1, header excluded) are not "
+                f"{self.expected(as_indices)}. Fix those rows, or give the complete label set with model.label_names."
             )
         return ids.to_numpy(dtype=np.int64)
+
+    def ids(self, labels: pd.Series, as_indices: bool = False) -> pd.Series:
+        """The id of each label (a string), NaN for a label that is not in the vocabulary."""
+        if as_indices:
+            ids = pd.to_numeric(labels, errors="coerce")
+            return ids.where((ids >= 0) & (ids < len(self.names)) & (ids == ids.round()))
+        return labels.map({name: index for index, name in enumerate(self.names)})
+
+    def expected(self, as_indices: bool = False) -> str:
+        """What a valid label is, for messages."""
+        if as_indices:
+            return f"whole numbers from 0 to {len(self.names) - 1} (positions in the {len(self.names)} label names)"
+        return f"one of the training data's labels {list(self.names)}"

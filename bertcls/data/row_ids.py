@@ -15,34 +15,32 @@ import numpy as np
 import pandas as pd
 
 from bertcls.data.collate import TokenizedDataset
-from bertcls.data.labels import row_list
+from bertcls.data.labels import MAX_ROWS_SHOWN
 from bertcls.data.sources import ROW_COLUMN
-from bertcls.errors import DataError
+from bertcls.data.validation import InvalidRows
 
 ID_COLUMN = "source_id"
-MAX_DUPLICATES_SHOWN = 3
 
 
-def encoded_ids(frame: pd.DataFrame, column: str, where: str) -> dict[int, str]:
-    """Row -> JSON-encoded id from ``frame[column]``; missing or repeated ids raise a ``DataError`` naming the rows."""
+def invalid_ids(frame: pd.DataFrame, column: str) -> list[InvalidRows]:
+    """Rows without an id, and rows whose id repeats (all of them), for the up-front checks."""
     values = frame[column]
-    missing = values.isna()
-    if missing.any():
-        raise DataError(
-            f"{where}: data.id_column '{column}' is empty at {row_list(frame.loc[missing, ROW_COLUMN])} (rows counted "
-            "from 1, header excluded). Give every row an id, or leave data.id_column unset to use row numbers."
-        )
-    repeated = values.duplicated(keep=False)
-    if repeated.any():
-        groups = frame[repeated].groupby(column, sort=False)[ROW_COLUMN]
-        shown = [f"{value!r} at {row_list(rows)}" for value, rows in list(groups)[:MAX_DUPLICATES_SHOWN]]
-        more = f" and {groups.ngroups - MAX_DUPLICATES_SHOWN} more" if groups.ngroups > MAX_DUPLICATES_SHOWN else ""
-        raise DataError(
-            f"{where}: data.id_column '{column}' repeats ids: {'; '.join(shown)}{more} (rows counted from 1, header "
-            "excluded). The ids name the output rows, so they must be unique: fix those rows, or leave "
-            "data.id_column unset to use row numbers."
-        )
-    encoded = [json.dumps(value, ensure_ascii=False, default=str) for value in values.tolist()]
+    repeated = (values.notna() & values.duplicated(keep=False)).to_numpy()
+    shown = list(dict.fromkeys(values[repeated].tolist()))[:MAX_ROWS_SHOWN]
+    unset = "or leave data.id_column unset to use row numbers"
+    return [
+        InvalidRows(f"no id in data.id_column '{column}'", values.isna().to_numpy(), f"give every row an id, {unset}"),
+        InvalidRows(
+            f"repeated ids {shown} in data.id_column '{column}'",
+            repeated,
+            f"the ids name the output rows, so they must be unique: fix those rows, {unset}",
+        ),
+    ]
+
+
+def encoded_ids(frame: pd.DataFrame, column: str) -> dict[int, str]:
+    """Row -> JSON-encoded id from ``frame[column]`` (checked by ``invalid_ids``)."""
+    encoded = [json.dumps(value, ensure_ascii=False, default=str) for value in frame[column].tolist()]
     return dict(zip(frame[ROW_COLUMN].tolist(), encoded, strict=True))
 
 

@@ -25,6 +25,22 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from bertcls.errors import InputError
+
+
+class BatchingError(InputError):
+    """A split that cannot be cut into batches with this batch size and number of processes.
+
+    The message states the problem in the sampler's terms; ``shuffle`` (true for the training split),
+    ``batch_size`` and ``processes`` let the caller name the settings behind them (``bertcls.cli`` does).
+    """
+
+    def __init__(self, message: str, *, shuffle: bool, batch_size: int, processes: int) -> None:
+        super().__init__(message)
+        self.shuffle = shuffle
+        self.batch_size = batch_size
+        self.processes = processes
+
 
 class LengthBucketBatchSampler(Sampler[list[int]]):
     """Yield this rank's batches of example indices, grouped by length.
@@ -45,14 +61,19 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         pool_batches: int = 64,
     ) -> None:
         self.lengths = np.asarray(lengths)
+
+        def refused(problem: str) -> BatchingError:
+            return BatchingError(problem, shuffle=shuffle, batch_size=max_batch_size, processes=num_replicas)
+
         if max_batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {max_batch_size}")
+            raise refused(f"the batch size must be at least 1, got {max_batch_size}.")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
         if len(self.lengths) < num_replicas:
-            raise ValueError(
-                f"{len(self.lengths)} examples cannot be shared across {num_replicas} processes; "
-                "use fewer devices or more data."
+            examples = f"{len(self.lengths)} example{'' if len(self.lengths) == 1 else 's'}"
+            raise refused(
+                f"{examples} cannot be shared across {num_replicas} processes (each needs at least one); use fewer "
+                "devices or more data."
             )
         self.max_batch_size = max_batch_size
         self.shuffle = shuffle
@@ -64,7 +85,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self._resume: tuple[int, int] | None = None  # (epoch, batches already trained in it)
         self.steps = math.ceil(len(self.lengths) / (num_replicas * max_batch_size))
         if self.steps * num_replicas > len(self.lengths):  # only possible with batches of one
-            raise ValueError(
+            raise refused(
                 f"{len(self.lengths)} examples in batches of {max_batch_size} cannot give {num_replicas} "
                 "processes the same number of non-empty batches; use a batch size of at least 2."
             )

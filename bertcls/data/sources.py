@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 import datasets
 import pandas as pd
 
-from bertcls.data.conll import read_conll
+from bertcls.data.conll import SKIPPED_LINES, read_conll
 from bertcls.data.stdin import STDIN_NAME
 from bertcls.data.utf8 import check_utf8_file
 from bertcls.errors import DataError
@@ -38,6 +40,10 @@ FILE_FORMATS = {
     ".bio": "conll",
 }
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "conll")
+# What pandas' C parser says about broken CSV: its "row" counts lines from 0, header included.
+UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
+FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+BAD_LINE = re.compile(r"Skipping line (\d+)")
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,7 @@ class ReadOptions:
     txt_format: str = "tsv"
     column_names: tuple[str, ...] | None = None
     text_columns: tuple[str, ...] = ()
+    skip_bad_lines: bool = False  # CSV/TSV lines with the wrong number of fields are skipped (and noted)
 
 
 def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
@@ -107,15 +114,12 @@ def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
             separated = {"sep": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
             if options.column_names:  # a file without a header row
                 separated |= {"header": None, "names": list(options.column_names)}
-            # utf-8-sig: a byte-order mark (spreadsheet exports) is dropped, not glued to the first column name.
             text = {"dtype": dict.fromkeys(options.text_columns, str)}  # columns not in the file are ignored
-            return pd.read_csv(
-                resolved, encoding="utf-8-sig", keep_default_na=False, na_values=[""], **text, **separated
-            )
+            return read_separated(resolved, path, options.skip_bad_lines, **text, **separated)
         if fmt == "jsonl":
             return read_json_lines(resolved, path)
         if fmt == "conll":
-            return read_conll(resolved, path)
+            return read_conll(resolved, path, options.skip_bad_lines)
         return pd.read_parquet(resolved)
     except DataError:  # already names the file and the line (JSON Lines, CoNLL): not wrapped again
         raise
@@ -123,7 +127,42 @@ def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
         check_utf8_file(resolved, path)  # raises, naming the line and byte offset
         raise DataError(f"{path}: not valid UTF-8 ({error}). Convert the file to UTF-8 (e.g. with iconv).") from error
     except (ValueError, pd.errors.ParserError) as error:
-        raise DataError(f"{path}: could not be parsed as {fmt.upper()}: {error}") from error
+        raise parse_error(path, fmt, error) from error
+
+
+def read_separated(resolved: str, path: str, skip_bad_lines: bool, **options: Any) -> pd.DataFrame:
+    """``pandas.read_csv``; with ``skip_bad_lines``, lines with the wrong number of fields are dropped, and their
+    numbers kept in the frame's ``attrs[SKIPPED_LINES]``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        frame = pd.read_csv(
+            resolved,
+            encoding="utf-8-sig",  # a byte-order mark (spreadsheet exports) is not glued to the first column name
+            keep_default_na=False,
+            na_values=[""],
+            on_bad_lines="warn" if skip_bad_lines else "error",
+            **options,
+        )
+    frame.attrs[SKIPPED_LINES] = [int(line) for warning in caught for line in BAD_LINE.findall(str(warning.message))]
+    return frame
+
+
+def parse_error(path: str, fmt: str, error: Exception) -> DataError:
+    """A ``DataError`` for a CSV/TSV/Parquet parser error, naming the line and the fix where pandas says which."""
+    message = str(error)
+    if unclosed := UNCLOSED_QUOTE.search(message):
+        return DataError(
+            f'{path}: line {int(unclosed[1]) + 1} opens a quoted field (") that is never closed, so the rest of the '
+            'file ran into it. Close the quote; a quote inside a quoted text is written twice ("").'
+        )
+    if fields := FIELD_COUNT.search(message):
+        expected, line, seen = fields.groups()
+        return DataError(
+            f"{path}: line {line} has {seen} fields where the file's first line has {expected}. Put a text that "
+            'contains the separator in double quotes ("a, b"), or read a tab-separated file with '
+            "data.file_format: tsv; or set data.skip_invalid: true to skip such lines (they are counted in the log)."
+        )
+    return DataError(f"{path}: could not be parsed as {fmt.upper()}: {error}")
 
 
 def read_json_lines(resolved: str, path: str) -> pd.DataFrame:
@@ -154,6 +193,14 @@ def load_hub_split(source: SplitSource) -> datasets.Dataset:
             "train/validation/test to the dataset's split names); without network access the dataset must "
             "already be in the Hugging Face cache."
         ) from error
+
+
+def hub_split_names(location: str, config: str | None) -> list[str] | None:
+    """The split names of a Hugging Face dataset, or None where they cannot be listed (e.g. offline, not cached)."""
+    try:
+        return datasets.get_dataset_split_names(location, config)
+    except Exception:  # any failure: loading the split itself reports the actual problem, with the fix
+        return None
 
 
 def source_fingerprint(source: SplitSource) -> str:

@@ -7,8 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from bertcls.checkpoint_io import read_checkpoint
 from bertcls.errors import InputError
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY
 
@@ -47,7 +46,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} does not exist. Give a checkpoint of `bertcls fit`: a .ckpt file, or the .ckpt folder of a "
             "DeepSpeed run (checkpoints/<experiment>/<version>/checkpoints/last.ckpt)."
         )
-    checkpoint = load_deepspeed_folder(path) if path.is_dir() else load_file(path)
+    checkpoint = load_deepspeed_folder(path) if path.is_dir() else read_checkpoint(path)
     if not isinstance(checkpoint.get("state_dict"), dict) or "encoder_config" not in checkpoint.get(
         "hyper_parameters", {}
     ):
@@ -60,16 +59,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         for name, tensor in checkpoint["state_dict"].items()
     }
     return cleaned
-
-
-def load_file(path: Path) -> dict[str, Any]:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # not a torch file, truncated, or unpickling refused
-        raise InputError(f"{path} could not be read as a PyTorch checkpoint: {error}") from error
-    if not isinstance(checkpoint, dict):
-        raise InputError(f"{path} holds a {type(checkpoint).__name__}, not a Lightning checkpoint.")
-    return checkpoint
 
 
 def deepspeed_folder(path: Path) -> Path | None:
@@ -114,19 +103,19 @@ def load_deepspeed_folder(path: Path) -> dict[str, Any]:
         return convert_zero_checkpoint_to_fp32_state_dict(folder, Path(scratch) / "fp32.ckpt")
 
 
-def write_tokenizer(checkpoint: dict[str, Any], hparams: dict[str, Any], folder: Path, source: Path) -> None:
+def write_tokenizer(
+    checkpoint: dict[str, Any], hparams: dict[str, Any], folder: Path, source: Path, trust_remote_code: bool = False
+) -> None:
     files: dict[str, str] | None = checkpoint.get(TOKENIZER_CHECKPOINT_KEY)
     if files:
         for name, text in files.items():
             (folder / name).write_text(text, encoding="utf-8")
         return
     # Checkpoints written before tokenizers were bundled: the tokenizer of the model the run started from.
-    from transformers import AutoTokenizer
-
-    from bertcls.paths import resolve_location
+    from bertcls.remote_code import load_tokenizer
 
     try:
-        AutoTokenizer.from_pretrained(resolve_location(hparams["model_name"])).save_pretrained(folder)
+        load_tokenizer(hparams["model_name"], "model.model_name", trust_remote_code).save_pretrained(folder)
     except OSError as error:
         raise InputError(
             f"{source} carries no tokenizer, and that of its model '{hparams['model_name']}' could not be loaded "

@@ -29,6 +29,7 @@ from transformers import AutoConfig, BertForSequenceClassification, BertForToken
 
 from bertcls.errors import InputError
 from bertcls.export.checkpoint import write_tokenizer
+from bertcls.remote_code import load_tokenizer
 
 CLS_POOLER_SCALE = 1e-4  # e above: small enough that tanh is linear, large enough for float32
 PROBLEM_TYPES = {
@@ -38,17 +39,22 @@ PROBLEM_TYPES = {
 }
 
 
-def export_hf_folder(checkpoint: dict[str, Any], folder: Path, source: Path) -> PreTrainedModel:
-    """Write the checkpoint's model, config and tokenizer into ``folder`` (replaced if it exists); return the model."""
+def export_hf_folder(
+    checkpoint: dict[str, Any], folder: Path, source: Path, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """Write the checkpoint's model, config and tokenizer into ``folder`` (replaced if it exists); return the model.
+
+    ``trust_remote_code``: the tokenizer may run the Python code it comes with (see ``bertcls.remote_code``).
+    """
     model = task_model(checkpoint, source)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     model.save_pretrained(folder, safe_serialization=True)
-    write_tokenizer(checkpoint, checkpoint["hyper_parameters"], folder, source)
+    write_tokenizer(checkpoint, checkpoint["hyper_parameters"], folder, source, trust_remote_code)
     max_length = bertcls_section(checkpoint).get("max_length")
     if max_length:
-        set_tokenizer_max_length(folder, int(max_length))
+        set_tokenizer_max_length(folder, int(max_length), trust_remote_code)
     return model
 
 
@@ -58,7 +64,9 @@ def task_model(checkpoint: dict[str, Any], source: Path) -> PreTrainedModel:
     task, labels = hparams.get("task"), list(hparams.get("label_names") or [])
     if not task or not labels:
         raise InputError(f"{source} has no task or no label names: it is not a trained bertcls classifier.")
-    config = AutoConfig.for_model(**hparams["encoder_config"])
+    # transformers' own BERT classes, so no auto_map: the folder carries no code and loads without any.
+    architecture = {key: value for key, value in hparams["encoder_config"].items() if key != "auto_map"}
+    config = AutoConfig.for_model(**architecture)
     if config.model_type != "bert":
         raise InputError(
             f"{source}: exporting a '{config.model_type}' encoder is not supported yet (only BERT's task classes "
@@ -122,9 +130,7 @@ def pooler_weights(pooling: str, hidden_size: int, source: Path, encoder: dict[s
     )
 
 
-def set_tokenizer_max_length(folder: Path, max_length: int) -> None:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+def set_tokenizer_max_length(folder: Path, max_length: int, trust_remote_code: bool = False) -> None:
+    tokenizer = load_tokenizer(str(folder), "--output", trust_remote_code)
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(folder)

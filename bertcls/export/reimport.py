@@ -56,7 +56,8 @@ def checkpoint_from_folder(folder: Path) -> dict[str, Any]:
     state |= {"head.classifier.weight": classifier, "head.classifier.bias": weights["classifier.bias"]}
     if "thresholds" in section:
         state["head.thresholds"] = torch.tensor(section["thresholds"], dtype=torch.float)
-    encoder_config = {key: value for key, value in config.items() if key not in ("id2label", "label2id")}
+    # transformers' own BERT (an auto_map from older exports would ask for code the folder does not carry).
+    encoder_config = {key: value for key, value in config.items() if key not in ("id2label", "label2id", "auto_map")}
     encoder_config["architectures"] = ["BertModel"]
     tokenizer = {
         name: (folder / name).read_text(encoding="utf-8") for name in TOKENIZER_FILES if (folder / name).is_file()

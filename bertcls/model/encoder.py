@@ -4,39 +4,75 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from bertcls.errors import InputError, custom_code_refused
 from bertcls.paths import resolve_location
+from bertcls.remote_code import custom_code_policy
 
 
 def load_encoder(
-    model_name: str, config: dict[str, Any] | None, keep_pooler: bool, gradient_checkpointing: bool = False
+    model_name: str,
+    config: dict[str, Any] | None,
+    keep_pooler: bool,
+    gradient_checkpointing: bool = False,
+    trust_remote_code: bool = False,
 ) -> PreTrainedModel:
     """Pretrained weights from ``model_name``, or, given ``config``, the bare architecture.
 
     The checkpoint path passes ``config`` because its own weights replace the pretrained ones right
     after, so downloading or reading them would be wasted work. The pooler is dropped unless the head
-    uses it: unused parameters would make DDP fail or slow down. ``gradient_checkpointing`` recomputes each
+    uses it (``keep_pooler``; an encoder without one is then refused): unused parameters would make DDP fail or
+    slow down. ``gradient_checkpointing`` recomputes each
     layer's activations in the backward pass instead of keeping them (see :func:`enable_checkpointing`).
+
+    ``trust_remote_code`` lets a model whose config has an ``auto_map`` run the Python code that comes with it
+    (see ``bertcls.remote_code``); off, such a model is refused. A checkpoint of such a model is rebuilt with
+    the code of its ``model_name`` folder (or hub repository) again, so it needs the option too, and that folder.
     """
-    if config is not None:
-        encoder_config = AutoConfig.for_model(**config)
-        encoder = AutoModel.from_config(encoder_config)
+    if config is not None and not uses_own_code(config, trust_remote_code):
+        encoder = AutoModel.from_config(AutoConfig.for_model(**config), trust_remote_code=False)
     else:
-        try:  # trust_remote_code False: refuse a folder's own code outright (None would prompt on a terminal)
-            encoder = AutoModel.from_pretrained(resolve_location(model_name), trust_remote_code=False)
+        if config is not None and not trust_remote_code:  # refused before the folder is even looked at
+            raise custom_code_refused("model.model_name", model_name)
+        location = resolve_location(model_name)
+        try:
+            with custom_code_policy("model.model_name", model_name, location, trust_remote_code):
+                if config is None:
+                    encoder = AutoModel.from_pretrained(location, trust_remote_code=trust_remote_code)
+                else:
+                    encoder = AutoModel.from_config(code_architecture(config, location), trust_remote_code=True)
         except OSError as error:  # not a folder, not on the hub, or offline without a cached copy
             raise InputError(f"model.model_name '{model_name}': {error}") from error
-        except ValueError as error:
-            if "trust_remote_code" not in str(error):
-                raise
-            raise custom_code_refused("model.model_name", model_name) from error
-    if not keep_pooler and getattr(encoder, "pooler", None) is not None:
+    has_pooler = getattr(encoder, "pooler", None) is not None
+    if keep_pooler and not has_pooler:
+        raise InputError(
+            f"model.pooling: pooler needs an encoder with a pooler layer, and {type(encoder).__name__} "
+            f"(model.model_name '{model_name}') has none. Set --model.pooling cls (the [CLS] state) or mean."
+        )
+    if not keep_pooler and has_pooler:
         encoder.pooler = None
     if gradient_checkpointing:
         enable_checkpointing(encoder)
     return encoder.train()  # from_pretrained returns eval mode (dropout off); Lightning keeps modes as found
+
+
+def uses_own_code(config: dict[str, Any], trust_remote_code: bool) -> bool:
+    """Whether a saved architecture is built from the Python code that came with its model, as ``from_pretrained``
+    built it: when transformers lacks its ``model_type``, and, with the option on, whenever its config has an
+    ``auto_map`` (the folder's classes then replace even transformers' own, as in ``from_pretrained``)."""
+    return "auto_map" in config and (trust_remote_code or config.get("model_type") not in CONFIG_MAPPING)
+
+
+def code_architecture(config: dict[str, Any], location: str) -> PretrainedConfig:
+    """A saved ``config`` as an instance of the config class of the code at ``location`` (which runs).
+
+    ``from_config`` then finds the model's class in the same code, through the config's ``name_or_path``.
+    """
+    config_class = type(AutoConfig.from_pretrained(location, trust_remote_code=True))
+    architecture = config_class.from_dict(config)
+    architecture.name_or_path = location
+    return architecture
 
 
 def enable_checkpointing(encoder: PreTrainedModel) -> None:

@@ -58,6 +58,14 @@ class BertClassifier(L.LightningModule):
         nonfinite_loss: a NaN or infinite training loss ``stop``s the run with the step and the batch's rows,
             or ``skip``s that batch (no backward, no optimizer step; counted in ``train/skipped_batches``; 10 in
             a row stop the run). Not saved in checkpoints, so a resumed run can choose again.
+        trust_remote_code: run the Python code that comes with a model whose config has an ``auto_map`` (an
+            architecture transformers does not ship; read that code first); off, such a model is refused. Only the
+            user turns it on: it is not saved in checkpoints, and the CLI keeps the command line's value over a
+            checkpoint's hyperparameters (which Lightning otherwise applies over the command line's), so a
+            checkpoint from elsewhere cannot run code by itself. A checkpoint of such a model keeps the ``auto_map``
+            in its ``encoder_config`` and is rebuilt with the code of its ``model_name`` folder: every command that
+            loads it needs the option (and that folder) again. In Python, pass ``trust_remote_code=False`` to
+            ``BertClassifier.load_from_checkpoint`` to ignore what a file says.
         encoder_config: the encoder's architecture, saved automatically so a checkpoint rebuilds it.
     """
 
@@ -80,14 +88,19 @@ class BertClassifier(L.LightningModule):
         gradient_checkpointing: bool = False,
         encoder_config: dict[str, Any] | None = None,
         nonfinite_loss: NonFiniteAction = "stop",
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["nonfinite_loss"])
+        self.save_hyperparameters(ignore=["nonfinite_loss", "trust_remote_code"])
         self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
         self.skipped_in_a_row = 0
         self.encoder = load_encoder(
-            model_name, encoder_config, keep_pooler=pooling == "pooler", gradient_checkpointing=gradient_checkpointing
+            model_name,
+            encoder_config,
+            keep_pooler=pooling == "pooler",
+            gradient_checkpointing=gradient_checkpointing,
+            trust_remote_code=trust_remote_code,
         )
         self.hparams.encoder_config = serializable_config(self.encoder)
         self.task: Task | None = get_task(task) if task else None

@@ -11,6 +11,7 @@ from bertcls.tasks.single_label import SentencePairTask, SingleLabelTask
 from bertcls.tasks.token import TokenTask
 
 TaskName = Literal["single_label", "pair", "multi_label", "token"]
+DEFAULT_TASK: TaskName = "single_label"
 
 TASKS: dict[str, type[Task]] = {
     task.name: task for task in (SingleLabelTask, SentencePairTask, MultiLabelTask, TokenTask)
@@ -23,4 +24,4 @@ def get_task(name: str) -> Task:
     return TASKS[name]()
 
 
-__all__ = ["TASKS", "DataSpec", "Evaluator", "HeadOptions", "Task", "TaskHead", "TaskName", "get_task"]
+__all__ = ["DEFAULT_TASK", "TASKS", "DataSpec", "Evaluator", "HeadOptions", "Task", "TaskHead", "TaskName", "get_task"]

@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit
 from bertcls.data.labels import LabelVocabulary
+from bertcls.data.validation import InvalidRows, blank_texts
 from bertcls.model.pooling import Pooling, pool
 from bertcls.reporting.report import TestReport
 
@@ -161,6 +162,18 @@ class Task(ABC):
     def select_rows(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> tuple[pd.DataFrame, str | None]:
         """Drop rows that carry no usable example; returns the kept rows and a note on what was dropped."""
         return frame, None
+
+    def invalid_rows(
+        self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, labelled: bool
+    ) -> list[InvalidRows]:
+        """The rows of ``frame`` this task cannot use, one entry per problem (see ``bertcls.data.validation``).
+
+        Runs on the rows ``select_rows`` kept, before anything is tokenized. ``vocabulary`` is None where it is
+        still to be built from this split (a training split without given label names); ``labelled`` is False for
+        the predict split. The default checks the texts: missing, empty or whitespace-only cells.
+        """
+        texts = [column for column in (spec.text_column, spec.text_pair_column) if column in frame.columns]
+        return blank_texts(frame, texts)
 
     @abstractmethod
     def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:

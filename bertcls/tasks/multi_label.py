@@ -26,6 +26,7 @@ from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit, encode_texts
 from bertcls.data.labels import LabelVocabulary, row_list
 from bertcls.data.sources import ROW_COLUMN
+from bertcls.data.validation import InvalidRows, unknown_labels
 from bertcls.errors import DataError, InputError
 from bertcls.reporting.report import PrecisionRecallCurve, TestReport
 from bertcls.reporting.tables import TABLE_COLUMNS
@@ -63,11 +64,16 @@ def row_labels(cell: Any, delimiter: str) -> list[str]:
     return [label_string(cell)]
 
 
-def labels_from_lists(frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary, where: str) -> np.ndarray:
-    """Multi-hot rows from ``spec.label_column`` (lists or delimited strings); unknown labels raise a ``DataError``."""
+def listed_labels(frame: pd.DataFrame, spec: DataSpec) -> tuple[np.ndarray, pd.Series]:
+    """Every label of ``spec.label_column`` (lists or delimited strings) as one flat Series, with its row's position."""
     per_row = [row_labels(cell, spec.label_delimiter) for cell in frame[spec.label_column]]
     positions = np.repeat(np.arange(len(frame)), [len(labels) for labels in per_row])
-    labels = pd.Series([label for labels in per_row for label in labels], dtype=object)
+    return positions, pd.Series([label for labels in per_row for label in labels], dtype=object)
+
+
+def labels_from_lists(frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary, where: str) -> np.ndarray:
+    """Multi-hot rows from ``spec.label_column`` (lists or delimited strings); unknown labels raise a ``DataError``."""
+    positions, labels = listed_labels(frame, spec)
     rows = pd.Series(frame[ROW_COLUMN].to_numpy()[positions])
     ids = vocabulary.lookup(labels, rows, f"{where}: column '{spec.label_column}'", spec.labels_are_indices)
     multi_hot = np.zeros((len(frame), len(vocabulary)), dtype=np.uint8)
@@ -75,22 +81,31 @@ def labels_from_lists(frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVoca
     return multi_hot
 
 
+def binary_values(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """One label's 0/1 column as numbers, and where it holds anything but 0/1 or true/false (missing values too)."""
+    if pd.api.types.is_numeric_dtype(values):  # integers, floats and booleans
+        numbers = values.astype(float)
+        return numbers, ~numbers.isin([0.0, 1.0])
+    numbers = values.map(label_string).str.lower().map(BINARY_VALUES)
+    return numbers, numbers.isna()
+
+
 def binary_column(frame: pd.DataFrame, column: str, where: str) -> np.ndarray:
     """One label's 0/1 column as uint8; anything but 0/1 or true/false (missing values too) raises a ``DataError``."""
     values = frame[column]
-    if pd.api.types.is_numeric_dtype(values):  # integers, floats and booleans
-        numbers = values.astype(float)
-        invalid = ~numbers.isin([0.0, 1.0])
-    else:
-        numbers = values.map(label_string).str.lower().map(BINARY_VALUES)
-        invalid = numbers.isna()
+    numbers, invalid = binary_values(values)
     if invalid.any():
-        found = sorted({"(empty)" if pd.isna(value) else label_string(value) for value in values[invalid]})[:5]
         raise DataError(
-            f"{where}: column '{column}' (one of data.label_columns) must hold 0/1 or true/false, but has {found} "
-            f"at {row_list(frame.loc[invalid, ROW_COLUMN])} (rows counted from 1, header excluded). Fix those rows."
+            f"{where}: column '{column}' (one of data.label_columns) must hold 0/1 or true/false, but has "
+            f"{shown_values(values[invalid])} at {row_list(frame.loc[invalid, ROW_COLUMN])} (rows counted from 1, "
+            "header excluded). Fix those rows."
         )
     return numbers.to_numpy(dtype=np.uint8)
+
+
+def shown_values(values: pd.Series) -> list[str]:
+    """The first few distinct values of a 0/1 column that are not 0/1, for messages."""
+    return sorted({"(empty)" if pd.isna(value) else label_string(value) for value in values})[:5]
 
 
 def labels_from_columns(
@@ -118,9 +133,15 @@ class MultiLabelHead(PooledHead):
 
     def __init__(self, hidden_size: int, num_labels: int, options: HeadOptions) -> None:
         if not 0 < options.threshold < 1:
-            raise InputError(f"The multi-label threshold must be between 0 and 1, got {options.threshold}.")
+            raise InputError(
+                f"model.threshold must be between 0 and 1 (exclusive) for task multi_label, got {options.threshold}; "
+                "e.g. --model.threshold 0.5."
+            )
         if options.label_smoothing:
-            raise InputError("label_smoothing applies to single-label tasks; set it to 0 for task multi_label.")
+            raise InputError(
+                "model.label_smoothing applies to the cross-entropy tasks (single_label, pair, token), not to "
+                "multi_label: set it to 0 (the default)."
+            )
         super().__init__(hidden_size, num_labels, options)
         self.register_buffer("thresholds", torch.full((num_labels,), float(options.threshold)))
         self.threshold = float(options.threshold)
@@ -394,6 +415,25 @@ class MultiLabelTask(Task):
         if spec.label_columns:
             return LabelVocabulary.from_names(spec.label_columns)
         return super().vocabulary(frame, spec, where)
+
+    def invalid_rows(
+        self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, labelled: bool
+    ) -> list[InvalidRows]:
+        """Empty texts; for labelled splits also 0/1 columns holding anything else, and listed labels the
+        vocabulary lacks (an empty label cell is a valid example without labels)."""
+        invalid = super().invalid_rows(frame, spec, vocabulary, labelled)
+        if not labelled:
+            return invalid
+        if spec.label_columns:
+            for column in spec.label_columns:
+                _, bad = binary_values(frame[column])
+                problem = f"{shown_values(frame[column][bad])} in column '{column}' (of data.label_columns)"
+                invalid.append(InvalidRows(problem, bad.to_numpy(dtype=bool), "use 0/1 or true/false"))
+        elif vocabulary is not None:
+            positions, labels = listed_labels(frame, spec)
+            column = spec.label_column
+            invalid.append(unknown_labels(labels, positions, len(frame), vocabulary, spec.labels_are_indices, column))
+        return invalid
 
     def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
         if spec.label_columns:

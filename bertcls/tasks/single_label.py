@@ -23,7 +23,8 @@ from transformers import PreTrainedTokenizerBase
 
 from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit, encode_texts
-from bertcls.data.labels import LabelVocabulary, label_strings
+from bertcls.data.labels import MAX_ROWS_SHOWN, LabelVocabulary, as_label_strings, odd_label_types
+from bertcls.data.validation import InvalidRows, rows_with, unknown_labels
 from bertcls.errors import DataError
 from bertcls.reporting.report import TestReport
 from bertcls.reporting.tables import classification_report, classification_table
@@ -132,8 +133,31 @@ class SingleLabelTask(Task):
         )
         return frame[~unlabelled].reset_index(drop=True), note
 
+    def invalid_rows(
+        self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, labelled: bool
+    ) -> list[InvalidRows]:
+        """Empty texts; for labelled splits also missing labels, and labels the vocabulary lacks (or, while the
+        training split builds it, labels of the rarer kind where names and whole numbers are mixed)."""
+        invalid = super().invalid_rows(frame, spec, vocabulary, labelled)
+        if not labelled:
+            return invalid
+        column = spec.label_column
+        present = frame[column].notna().to_numpy()
+        invalid.append(InvalidRows(f"missing label in column '{column}'", ~present, "fill in the labels"))
+        labels = as_label_strings(frame.loc[present, column]).reset_index(drop=True)
+        positions = np.flatnonzero(present)
+        if vocabulary is not None:
+            invalid.append(unknown_labels(labels, positions, len(frame), vocabulary, spec.labels_are_indices, column))
+            return invalid
+        odd = odd_label_types(labels)
+        shown = sorted(labels[odd].unique().tolist())[:MAX_ROWS_SHOWN]
+        problem = f"label(s) {shown} of another kind than the rest in column '{column}' (names and numbers mixed)"
+        fix = "use one kind of label throughout; a stray value often means a shifted column or a wrong separator"
+        invalid.append(InvalidRows(problem, rows_with(odd, positions, len(frame)), fix))
+        return invalid
+
     def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
-        return label_strings(frame, spec.label_column, where).unique().tolist()
+        return as_label_strings(frame[spec.label_column]).unique().tolist()
 
     def encode(
         self,

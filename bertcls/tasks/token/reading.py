@@ -14,6 +14,8 @@ from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError
 from bertcls.tasks.base import DataSpec
 
+LIST_FIX = "give one list per row (JSON Lines or Parquet), or use a CoNLL file"
+
 
 def _row_name(frame: pd.DataFrame, index: int) -> str:
     """ "row 12" (1-based, header excluded), with the CoNLL line of its first token when known."""
@@ -23,17 +25,25 @@ def _row_name(frame: pd.DataFrame, index: int) -> str:
     return name
 
 
+def as_string_list(value: object) -> list[str] | None:
+    """A cell's list (or array, from Parquet) as a list of strings; None when it is not a list without gaps."""
+    items = value.tolist() if isinstance(value, np.ndarray) else value
+    if not isinstance(items, list | tuple) or None in items:
+        return None
+    return list(map(str, items))
+
+
 def string_lists(frame: pd.DataFrame, column: str, where: str) -> list[list[str]]:
-    """The column's lists (or arrays, from Parquet) as lists of strings; anything else raises a ``DataError``."""
+    """The column's lists as lists of strings (``as_string_list``); anything else raises a ``DataError``."""
     lists: list[list[str]] = []
     for index, value in enumerate(frame[column].tolist()):
-        items = value.tolist() if isinstance(value, np.ndarray) else value
-        if not isinstance(items, list | tuple) or None in items:
+        items = as_string_list(value)
+        if items is None:
             raise DataError(
                 f"{where}: column '{column}' at {_row_name(frame, index)} holds {str(value)[:60]!r}, not a list "
-                "of strings. Give one list per row (JSON Lines or Parquet), or use a CoNLL file."
+                f"of strings: {LIST_FIX}."
             )
-        lists.append(list(map(str, items)))
+        lists.append(items)
     return lists
 
 

@@ -15,9 +15,10 @@ from transformers import PreTrainedTokenizerBase
 
 from bertcls.data.collate import TokenizedDataset
 from bertcls.data.conll import LINE_COLUMN
-from bertcls.data.encoding import ENCODE_BATCH_SIZE, EncodedSplit, check_texts, quiet_datasets
+from bertcls.data.encoding import ENCODE_BATCH_SIZE, EncodedSplit, quiet_datasets
 from bertcls.data.labels import LabelVocabulary
 from bertcls.data.sources import ROW_COLUMN
+from bertcls.data.validation import InvalidRows, rows_with, unknown_labels
 from bertcls.errors import InputError
 from bertcls.tasks.base import DataSpec, HeadOptions, Task, TaskHead
 from bertcls.tasks.token.alignment import (
@@ -29,7 +30,15 @@ from bertcls.tasks.token.alignment import (
     window_statistics,
 )
 from bertcls.tasks.token.evaluation import TokenEvaluator
-from bertcls.tasks.token.reading import read_sentences, split_text, string_lists, tags_to_ids
+from bertcls.tasks.token.reading import (
+    LIST_FIX,
+    as_string_list,
+    read_sentences,
+    split_text,
+    string_lists,
+    tags_to_ids,
+)
+from bertcls.tasks.token.tag_scheme import broken_entities, unprefixed_tags
 
 PREDICTED = ("rows", "word_ids", "tag_ids", "scores")  # the per-word outputs of ``TokenHead.predict``
 WORD_SCORES = "word_scores"  # in a partial record (a rank that predicted only some windows of the row)
@@ -107,6 +116,51 @@ class TokenTask(Task):
             columns = [spec.text_column]
         return columns + ([LINE_COLUMN] if LINE_COLUMN in available else [])
 
+    def invalid_rows(
+        self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, labelled: bool
+    ) -> list[InvalidRows]:
+        """Empty raw texts (predict); cells that are not lists of strings; for labelled splits also sentences with
+        no words or with as many tags as words, unknown tags, and broken entity tag sequences (``tag_scheme``)."""
+        invalid = super().invalid_rows(frame, spec, vocabulary, labelled)
+        columns = [spec.tokens_column] + ([spec.tags_column] if labelled else [])
+        lists = {column: frame[column].map(as_string_list) for column in columns if column in frame.columns}
+        for column, values in lists.items():
+            invalid.append(
+                InvalidRows(
+                    f"a value that is not a list of strings in column '{column}'",
+                    values.isna().to_numpy(),
+                    LIST_FIX,
+                )
+            )
+        if not labelled:
+            return invalid
+        usable = np.flatnonzero(lists[spec.tokens_column].notna() & lists[spec.tags_column].notna())
+        words = [lists[spec.tokens_column].iloc[index] for index in usable]
+        tags = [lists[spec.tags_column].iloc[index] for index in usable]
+        empty = np.array([not sentence for sentence in words], dtype=bool)
+        invalid.append(
+            InvalidRows(
+                f"no words in column '{spec.tokens_column}'", rows_with(empty, usable, len(frame)), "remove those rows"
+            )
+        )
+        uneven = np.array([len(a) != len(b) for a, b in zip(words, tags, strict=True)], dtype=bool)
+        problem = f"a different number of tokens ('{spec.tokens_column}') and tags ('{spec.tags_column}')"
+        invalid.append(InvalidRows(problem, rows_with(uneven, usable, len(frame)), "give exactly one tag per token"))
+        if vocabulary is not None:
+            flat = pd.Series([tag for sentence in tags for tag in sentence], dtype=object)
+            positions = np.repeat(usable, [len(sentence) for sentence in tags])
+            invalid.append(unknown_labels(flat, positions, len(frame), vocabulary, False, spec.tags_column))
+        problem = f"a tag without a B-/I- prefix among prefixed ones in column '{spec.tags_column}'"
+        invalid.append(
+            InvalidRows(
+                problem, rows_with(unprefixed_tags(tags), usable, len(frame)), "write 'B-TYPE', 'I-TYPE' or 'O'"
+            )
+        )
+        problem = f"an I- tag that continues no entity (after 'O' or another type) in column '{spec.tags_column}'"
+        fix = "start each entity with B-TYPE (IOB2); a cut or mislabelled entity shows like this"
+        invalid.append(InvalidRows(problem, rows_with(broken_entities(tags), usable, len(frame)), fix))
+        return invalid
+
     def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
         _, tags = read_sentences(frame, spec, where)
         return sorted({tag for sentence in tags for tag in sentence})
@@ -171,7 +225,6 @@ class TokenTask(Task):
         elif spec.tokens_column in frame.columns:
             columns["words"] = string_lists(frame, spec.tokens_column, where)
         else:
-            check_texts(frame, [spec.text_column], where)
             columns["text"] = frame[spec.text_column].astype(str).tolist()
             split = [split_text(text, tokenizer) for text in columns["text"]]
             columns["words"] = [words for words, _ in split]
