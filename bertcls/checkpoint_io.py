@@ -27,16 +27,21 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict[str, An
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        refused = str(error).strip().splitlines()
-        detail = next((line for line in refused if "GLOBAL" in line), refused[0] if refused else "")
+    except Exception as error:  # not a torch file, truncated, or holding objects that unpickling would run
+        refused = next((line.strip() for line in str(error).splitlines() if "GLOBAL" in line), None)
+        if isinstance(error, pickle.UnpicklingError) and refused:
+            raise InputError(
+                f"{path} holds Python objects besides tensors and plain values ({refused}), and loading them could "
+                "run code, so bertcls does not (torch.load with weights_only=True). Use a checkpoint written by "
+                "bertcls fit, or re-save this one as a state dict of tensors."
+            ) from error
+        # torch's own text for a refused load advises weights_only=False: not repeated here.
+        lines = str(error).strip().splitlines()
+        torch_reason = isinstance(error, RuntimeError) and not isinstance(error, pickle.UnpicklingError) and lines
+        reason = lines[0].rstrip(".") if torch_reason else "not in a checkpoint's format"
         raise InputError(
-            f"{path} holds Python objects besides tensors and plain values ({detail.strip()}), and loading them could "
-            "run code, so bertcls does not (torch.load with weights_only=True). Use a checkpoint written by bertcls "
-            "fit, or re-save this one as a state dict of tensors."
+            f"{path} could not be read as a PyTorch checkpoint (truncated, or another kind of file): {reason}."
         ) from error
-    except Exception as error:  # not a torch file, or truncated
-        raise InputError(f"{path} could not be read as a PyTorch checkpoint: {error}") from error
     if not isinstance(checkpoint, dict):
         raise InputError(f"{path} holds a {type(checkpoint).__name__}, not a Lightning checkpoint.")
     return checkpoint

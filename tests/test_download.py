@@ -18,6 +18,8 @@ from helpers import CONFIGS, MINILM, run_cli, separable_frame, write_frame
 from huggingface_hub.utils import filter_repo_objects
 
 from bertcls.commands.download import MANIFEST_NAME, MODEL_FILES, SUBFOLDERS
+from bertcls.data.datamodule import ClassificationDataModule
+from bertcls.errors import DataError
 from bertcls.paths import resolve_location
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -230,3 +232,7 @@ def test_a_dataset_without_validation_split_is_held_out_of_train(
     assert run_cli("fit", *args, "--data.hub_dataset", folder, "--trainer.max_epochs", "1") is None
     metrics = pd.read_csv(next(run_dir.glob("checkpoints/*/version_0/metrics.csv")))
     assert metrics["val/accuracy"].notna().any(), "validation held out of the training split"
+    datamodule = ClassificationDataModule(hub_dataset=str(folder), tokenizer=str(tiny_model_dir))
+    assert sorted(datamodule.sources) == ["train"]
+    with pytest.raises(DataError, match=r"has no such split \(bertcls reads its \['train'\]\)\. Map it with"):
+        datamodule.build_cache("test")

@@ -15,7 +15,7 @@ import pytest
 from helpers import CONFIGS, run_cli, separable_frame, write_frame
 
 from bertcls.data.conll import read_conll
-from bertcls.data.sources import ReadOptions, read_file
+from bertcls.data.sources import ROW_COLUMN, ReadOptions, SplitSource, read_source
 from bertcls.tasks.token.tag_scheme import broken_entities, unprefixed_tags
 
 CORPUS = Path(__file__).parent / "malformed"
@@ -41,7 +41,11 @@ CASES = {
     ),
     "extra field": (
         ["--data.train_file", CORPUS / "extra_field.csv"],
-        ["line 3 has 3 fields where the file's first line has 2", "data.skip_invalid"],
+        ["line 3 has 3 fields where 2 are expected", "in double quotes", "data.skip_invalid"],
+    ),
+    "TSV line with a tab in its text": (
+        ["--data.train_file", CORPUS / "extra_tab.tsv"],
+        ["line 3 has 3 fields where 2 are expected", "A text holds a tab (TSV fields cannot)"],
     ),
     "wrong columns": (
         ["--data.train_file", CORPUS / "wrong_columns.csv"],
@@ -56,11 +60,11 @@ CASES = {
     ),
     "I- tag opening an entity": (
         ["--data.task", "token", "--data.train_file", CORPUS / "broken_entity.conll"],
-        ["an I- tag that continues no entity", "at row 3 (line 8)", "start each entity with B-TYPE"],
+        ["an I-/E- tag that continues no entity", "at row 3 (line 8)", "start each entity with B-TYPE"],
     ),
     "unprefixed tag": (
         ["--data.task", "token", "--data.train_file", CORPUS / "unprefixed_tag.conll"],
-        ["a tag without a B-/I- prefix among prefixed ones in column 'tags' at row 2 (line 4)"],
+        ["a tag without a B-/I-/E-/S- prefix among prefixed ones in column 'tags' at row 2 (line 4)"],
     ),
     "CoNLL line with too few fields": (
         ["--data.task", "token", "--data.train_file", CORPUS / "conll_fields.conll"],
@@ -206,11 +210,16 @@ def test_skipping_bad_lines_drops_only_them(tmp_path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerows([["text", "label"], ["a", "pos"], ["b", "neg"], ["c", "pos"]])
         handle.write("d,neg,extra\ne,pos\n")
-    frame = read_file(str(path), ReadOptions(skip_bad_lines=True))
+    frame = read_source(SplitSource(str(path)), ReadOptions(skip_bad_lines=True))
     assert frame["text"].tolist() == ["a", "b", "c", "e"]
+    assert frame[ROW_COLUMN].tolist() == [0, 1, 2, 4], "rows after a skipped line keep their numbers"
     assert frame.attrs["skipped_lines"] == [5]
-    conll = read_conll(str(CORPUS / "conll_fields.conll"), "x.conll", skip_bad_lines=True)
+    conll = read_source(SplitSource(str(CORPUS / "conll_fields.conll")), ReadOptions(skip_bad_lines=True))
     assert conll["tokens"].tolist() == [["EU", "rejects"]] and conll.attrs["skipped_lines"] == [5]
+    broken_first = tmp_path / "broken_first.conll"
+    broken_first.write_text("EU NNP B-ORG\nrejects O\n\nPeter NNP B-PER\n")
+    conll = read_source(SplitSource(str(broken_first)), ReadOptions(skip_bad_lines=True))
+    assert conll[ROW_COLUMN].tolist() == [1] and conll["tokens"].tolist() == [["Peter"]]
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,11 @@ from bertcls.data.utf8 import invalid_utf8_error
 from bertcls.errors import DataError
 
 LINE_COLUMN = "line"  # 1-based line number of a sentence's first token
-SKIPPED_LINES = "skipped_lines"  # a frame's ``attrs`` entry: lines dropped by a reader that skips bad lines
-SKIP_HINT = "Or set data.skip_invalid: true to drop the sentences of such lines (counted in the log)."
+# A frame's ``attrs`` entries from a reader that skips bad lines: their line numbers, and the positions the rows
+# (CSV lines, CoNLL sentences) they belonged to would have had, so that later rows keep their numbers.
+SKIPPED_LINES = "skipped_lines"
+SKIPPED_ROWS = "skipped_rows"
+SKIP_SENTENCE_HINT = "Or set data.skip_invalid: true to drop the sentences of such lines (counted in the log)."
 DOCUMENT_START = "-DOCSTART-"
 FORMAT_HINT = (
     "CoNLL files have one 'token ... tag' line per word (columns separated by spaces or tabs, the token first "
@@ -30,7 +33,7 @@ def read_conll(resolved: str, path: str, skip_bad_lines: bool = False) -> pd.Dat
 
     ``path`` is the name given by the user, used in error messages. A token line whose column count differs from
     the file's first raises a ``DataError``; with ``skip_bad_lines`` its sentence is dropped instead, and the line's
-    number kept in the frame's ``attrs["skipped_lines"]``.
+    number kept in the frame's ``attrs[SKIPPED_LINES]`` (and the sentence's position in ``attrs[SKIPPED_ROWS]``).
     """
     sentences: list[tuple[list[str], list[str], int]] = []
     tokens: list[str] = []
@@ -39,12 +42,13 @@ def read_conll(resolved: str, path: str, skip_bad_lines: bool = False) -> pd.Dat
     width = 0  # the column count of the file's first token line
     width_line = 0
     skipped: list[int] = []
+    skipped_sentences: list[int] = []
     broken = False  # the sentence holds a skipped line
     for number, line in enumerate(_lines(resolved, path), start=1):
         columns = _SEPARATOR.split(line.strip(" \t\r\n"))
         if columns[0] in ("", DOCUMENT_START):  # a blank line or a document boundary ends the sentence
-            if tokens and not broken:
-                sentences.append((tokens, tags, first_line))
+            if tokens:
+                _end_sentence(sentences, skipped_sentences, (tokens, tags, first_line), broken)
             tokens, tags, broken = [], [], False
             continue
         if len(columns) != width:
@@ -60,13 +64,27 @@ def read_conll(resolved: str, path: str, skip_bad_lines: bool = False) -> pd.Dat
             first_line = number
         tokens.append(columns[0])
         tags.append(columns[-1])
-    if tokens and not broken:
-        sentences.append((tokens, tags, first_line))
+    if tokens:
+        _end_sentence(sentences, skipped_sentences, (tokens, tags, first_line), broken)
     if not sentences:
         raise DataError(f"{path}: no sentences found. {FORMAT_HINT}")
     frame = pd.DataFrame(sentences, columns=["tokens", "tags", LINE_COLUMN])
     frame.attrs[SKIPPED_LINES] = skipped
+    frame.attrs[SKIPPED_ROWS] = skipped_sentences
     return frame
+
+
+def _end_sentence(
+    sentences: list[tuple[list[str], list[str], int]],
+    skipped: list[int],
+    sentence: tuple[list[str], list[str], int],
+    broken: bool,
+) -> None:
+    """Keep a finished sentence, or note the position of a broken one."""
+    if broken:
+        skipped.append(len(sentences) + len(skipped))
+    else:
+        sentences.append(sentence)
 
 
 def _lines(resolved: str, path: str) -> list[str]:
@@ -85,12 +103,12 @@ def _width_problem(columns: list[str], width: int, width_line: int, number: int,
     if len(columns) == 1:
         return (
             f"{path}: line {number} has a single column ('{columns[0]}'): the token or its tag is missing. "
-            f"{FORMAT_HINT} {SKIP_HINT}"
+            f"{FORMAT_HINT} {SKIP_SENTENCE_HINT}"
         )
     if len(columns) != width:
         return (
             f"{path}: line {number} has {len(columns)} columns but line {width_line} has {width}. Every token line "
             "needs the same columns: fix that line (a token or tag containing a space, or a missing column). "
-            + SKIP_HINT
+            + SKIP_SENTENCE_HINT
         )
     return None

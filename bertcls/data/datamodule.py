@@ -256,7 +256,6 @@ class ClassificationDataModule(L.LightningDataModule):
             labels=list(vocabulary.names) if vocabulary else "from-this-split",
             # Only when set, so that the keys of every other split stay those of earlier versions.
             **({"ids": self.hparams.id_column} if split == "predict" and self.hparams.id_column else {}),
-            **({"skip_invalid": True} if self.hparams.skip_invalid else {}),
         )
 
     def _rows(self, split: str, vocabulary: LabelVocabulary | None) -> CheckedRows:
@@ -284,11 +283,13 @@ class ClassificationDataModule(L.LightningDataModule):
         tokenizing (``bertcls validate-data``); a split that cannot be read at all maps to its error.
 
         Validation and test labels are checked against the given label names, or else the training split's labels
-        (of its valid rows).
+        (of its valid rows). A hub dataset's test split is left out, as ``fit`` leaves it out.
         """
         checked: dict[str, CheckedRows | DataError] = {}
         vocabulary = self.vocabulary
         for split in self.sources:
+            if split == "test" and self.sources[split].is_hub:
+                continue  # as in fit (see _splits_for): a hub test split may have no labels
             try:
                 checked[split] = rows = self._rows(split, vocabulary)
                 if split == "train" and vocabulary is None:
@@ -340,6 +341,12 @@ class ClassificationDataModule(L.LightningDataModule):
         if self._holds_out_validation:
             splits = tuple(dict.fromkeys("train" if split == "validation" else split for split in splits))
         missing = [split for split in splits if split not in self.sources]
+        if missing and self.hparams.hub_dataset:
+            raise DataError(
+                f"No data for the {missing[0]} split: data.hub_dataset '{self.hparams.hub_dataset}' has no such split "
+                f"(bertcls reads its {sorted(self.sources)}). Map it with data.hub_splits, e.g. "
+                f"{{{missing[0]}: <the dataset's split name>}}, or set data.{missing[0]}_file."
+            )
         if missing:
             raise DataError(
                 f"No data for the {missing[0]} split: set data.{missing[0]}_file (or data.hub_dataset) in your config."

@@ -28,7 +28,9 @@ from transformers import PreTrainedTokenizerBase
 from bertcls.atomic_files import raise_if_out_of_space
 from bertcls.data.sources import ROW_COLUMN
 
-CACHE_FORMAT_VERSION = 3  # 3: CSV/TSV text columns read as text ("007" was 7)
+# 3: CSV/TSV text columns read as text ("007" was 7). 4: rows are checked before encoding (whitespace-only texts,
+# mixed label kinds, broken tag sequences...); older entries were built without those checks.
+CACHE_FORMAT_VERSION = 4
 SOFT_LOCK_LIFETIME_SECONDS = 24 * 3600
 CacheLock = Literal["file", "soft"]
 ENCODE_BATCH_SIZE = 1000

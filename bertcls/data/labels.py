@@ -77,7 +77,8 @@ class LabelVocabulary:
     def lookup(self, labels: pd.Series, rows: pd.Series, where: str, as_indices: bool = False) -> np.ndarray:
         """Ids of ``labels`` (strings); ``rows`` holds each one's 0-based source row, for error messages.
 
-        With ``as_indices`` the labels are 0-based positions in ``names`` ("3" is the fourth name).
+        With ``as_indices`` the labels are 0-based positions in ``names`` ("3" is the fourth name). The data module's
+        up-front checks (``Task.invalid_rows``) find unknown labels first; the error here guards direct callers.
         """
         labels = labels.reset_index(drop=True)
         rows = rows.reset_index(drop=True)

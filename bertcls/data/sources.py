@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import pandas as pd
 
-from bertcls.data.conll import SKIPPED_LINES, read_conll
+from bertcls.data.conll import SKIPPED_LINES, SKIPPED_ROWS, read_conll
 from bertcls.data.stdin import STDIN_NAME
 from bertcls.data.utf8 import check_utf8_file
 from bertcls.errors import DataError
@@ -132,7 +133,8 @@ def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
 
 def read_separated(resolved: str, path: str, skip_bad_lines: bool, **options: Any) -> pd.DataFrame:
     """``pandas.read_csv``; with ``skip_bad_lines``, lines with the wrong number of fields are dropped, and their
-    numbers kept in the frame's ``attrs[SKIPPED_LINES]``."""
+    numbers kept in the frame's ``attrs[SKIPPED_LINES]`` (their data-row positions in ``attrs[SKIPPED_ROWS]``,
+    exact where no quoted text before them spans several lines). Other warnings pass through."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         frame = pd.read_csv(
@@ -143,7 +145,16 @@ def read_separated(resolved: str, path: str, skip_bad_lines: bool, **options: An
             on_bad_lines="warn" if skip_bad_lines else "error",
             **options,
         )
-    frame.attrs[SKIPPED_LINES] = [int(line) for warning in caught for line in BAD_LINE.findall(str(warning.message))]
+    lines = []
+    for warning in caught:
+        found = BAD_LINE.findall(str(warning.message))
+        if found:
+            lines += [int(line) for line in found]
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    header_lines = 0 if options.get("header", "infer") is None else 1
+    frame.attrs[SKIPPED_LINES] = lines
+    frame.attrs[SKIPPED_ROWS] = [line - 1 - header_lines for line in lines]
     return frame
 
 
@@ -157,10 +168,16 @@ def parse_error(path: str, fmt: str, error: Exception) -> DataError:
         )
     if fields := FIELD_COUNT.search(message):
         expected, line, seen = fields.groups()
+        cause = (
+            "A text holds a tab (TSV fields cannot), or a field is missing: fix that line"
+            if fmt == "tsv"
+            else 'Put a text that contains a comma in double quotes ("a, b"), or read a tab-separated file with '
+            "data.file_format: tsv"
+        )
         return DataError(
-            f"{path}: line {line} has {seen} fields where the file's first line has {expected}. Put a text that "
-            'contains the separator in double quotes ("a, b"), or read a tab-separated file with '
-            "data.file_format: tsv; or set data.skip_invalid: true to skip such lines (they are counted in the log)."
+            f"{path}: line {line} has {seen} fields where {expected} are expected (the file's first line, or "
+            f"data.column_names). {cause}; or set data.skip_invalid: true to skip such lines (they are counted in "
+            "the log)."
         )
     return DataError(f"{path}: could not be parsed as {fmt.upper()}: {error}")
 
@@ -226,7 +243,8 @@ def read_source(source: SplitSource, options: ReadOptions = ReadOptions()) -> pd
         frame = hub_frame(load_hub_split(source))
     else:  # the copy of standard input is JSON Lines whatever data.file_format says
         frame = read_file(source.location, ReadOptions() if source.stdin else options)
-    frame[ROW_COLUMN] = range(len(frame))
+    dropped = frame.attrs.get(SKIPPED_ROWS, [])  # rows a reader skipped keep their numbers: later rows' stay right
+    frame[ROW_COLUMN] = np.setdiff1d(np.arange(len(frame) + len(dropped)), dropped)
     return frame
 
 

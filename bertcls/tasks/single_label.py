@@ -152,7 +152,10 @@ class SingleLabelTask(Task):
         odd = odd_label_types(labels)
         shown = sorted(labels[odd].unique().tolist())[:MAX_ROWS_SHOWN]
         problem = f"label(s) {shown} of another kind than the rest in column '{column}' (names and numbers mixed)"
-        fix = "use one kind of label throughout; a stray value often means a shifted column or a wrong separator"
+        fix = (
+            "use one kind of label throughout (a stray value often means a shifted column or a wrong separator), or "
+            "list every label in model.label_names to keep such a mix"
+        )
         invalid.append(InvalidRows(problem, rows_with(odd, positions, len(frame)), fix))
         return invalid
 

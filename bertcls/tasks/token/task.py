@@ -150,13 +150,13 @@ class TokenTask(Task):
             flat = pd.Series([tag for sentence in tags for tag in sentence], dtype=object)
             positions = np.repeat(usable, [len(sentence) for sentence in tags])
             invalid.append(unknown_labels(flat, positions, len(frame), vocabulary, False, spec.tags_column))
-        problem = f"a tag without a B-/I- prefix among prefixed ones in column '{spec.tags_column}'"
+        problem = f"a tag without a B-/I-/E-/S- prefix among prefixed ones in column '{spec.tags_column}'"
         invalid.append(
             InvalidRows(
                 problem, rows_with(unprefixed_tags(tags), usable, len(frame)), "write 'B-TYPE', 'I-TYPE' or 'O'"
             )
         )
-        problem = f"an I- tag that continues no entity (after 'O' or another type) in column '{spec.tags_column}'"
+        problem = f"an I-/E- tag that continues no entity (after 'O' or another type) in column '{spec.tags_column}'"
         fix = "start each entity with B-TYPE (IOB2); a cut or mislabelled entity shows like this"
         invalid.append(InvalidRows(problem, rows_with(broken_entities(tags), usable, len(frame)), fix))
         return invalid
