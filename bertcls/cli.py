@@ -18,7 +18,7 @@ import lightning as L
 import torch
 import yaml
 from datasets import disable_progress_bars as disable_datasets_progress_bars
-from jsonargparse import Namespace
+from jsonargparse import Namespace, strip_meta
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
@@ -31,6 +31,7 @@ from bertcls.checkpoint_io import read_checkpoint
 from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.encoding import default_cache_dir
 from bertcls.data.sampler import BatchingError
+from bertcls.data.stdin import STDIN
 from bertcls.errors import InputError, reported_as_exit
 from bertcls.export.reimport import checkpoint_file, is_exported_folder
 from bertcls.model.bundled_tokenizer import restore_bundled_tokenizer
@@ -118,6 +119,7 @@ class BertClsCLI(LightningCLI):
                 config.data.max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
 
     def instantiate_classes(self) -> None:
+        self._prepare_data()
         try:
             super().instantiate_classes()
         except ValueError as error:  # jsonargparse's, for a class in a list or union (trainer.callbacks, loggers)
@@ -125,6 +127,16 @@ class BertClsCLI(LightningCLI):
             if cause is None:
                 raise
             raise cause from error
+
+    def _prepare_data(self) -> None:
+        """Read, check and tokenize (into the cache) the splits of this command before the model loads its weights.
+
+        Bad data then stops the run in seconds, and the data module's ``setup`` finds the cache built. Standard
+        input is left to the data module: it can be read only once.
+        """
+        data = strip_meta(self.config[self.subcommand].data).as_dict()
+        if data.get("predict_file") != STDIN:
+            ClassificationDataModule(**data).build_cache(self.subcommand)
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:

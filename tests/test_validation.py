@@ -8,6 +8,7 @@ row or line and the fix for each, and ``fit`` must stop on them before training,
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -247,3 +248,13 @@ def test_real_conll2003_passes_the_tag_checks(shared_data: Path) -> None:
         tags = read_conll(str(shared_data / "conll2003" / name), name)["tags"].tolist()
         assert len(tags) > 3000
         assert not broken_entities(tags).any() and not unprefixed_tags(tags).any(), name
+
+
+def test_bad_data_stops_fit_before_the_model_loads(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The CLI checks and tokenizes the data before building the model: weights that cannot load are never reached."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "model.safetensors").write_bytes(b"not weights")
+    exit_ = run_cli("fit", "--config", CONFIGS / "quickstart.yaml", "--model.model_name", model, "--data.train_file",
+                    CORPUS / "missing_label.csv", "--data.validation_file", "null", "--data.where", "null")  # fmt: skip
+    assert "missing label in column 'label' at row 2" in str(exit_.code)
