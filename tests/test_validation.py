@@ -258,3 +258,6 @@ def test_bad_data_stops_fit_before_the_model_loads(tmp_path: Path, tiny_model_di
     exit_ = run_cli("fit", "--config", CONFIGS / "quickstart.yaml", "--model.model_name", model, "--data.train_file",
                     CORPUS / "missing_label.csv", "--data.validation_file", "null", "--data.where", "null")  # fmt: skip
     assert "missing label in column 'label' at row 2" in str(exit_.code)
+    exit_ = run_cli("fit", "--config", CONFIGS / "quickstart.yaml", "--model.model_name", model, "--data.train_file",
+                    TRAIN, "--data.validation_file", "null", "--data.where", "null")  # fmt: skip
+    assert str(exit_.code).startswith(f"bertcls: error: model.model_name '{model}': its weights file could not be read")

@@ -221,7 +221,10 @@ class ClassificationDataModule(L.LightningDataModule):
             try:
                 self._tokenizer = load_tokenizer(self.hparams.tokenizer, "data.tokenizer", self.trust_remote_code)
             except OSError as error:  # not a folder, not on the hub, or offline without a cached copy
-                raise InputError(f"tokenizer '{self.hparams.tokenizer}': {error}") from error
+                name = self.hparams.tokenizer
+                raise InputError(
+                    f"data.tokenizer '{name}' (the tokenizer of model.model_name, unless set apart): {error}"
+                ) from error
             # Fingerprint before any call: calls change the tokenizer's truncation state.
             self._tokenizer_fingerprint = tokenizer_fingerprint(self._tokenizer)
         return self._tokenizer

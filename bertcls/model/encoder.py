@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from safetensors import SafetensorError
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from bertcls.errors import InputError, custom_code_refused
@@ -44,6 +45,11 @@ def load_encoder(
                     encoder = AutoModel.from_config(code_architecture(config, location), trust_remote_code=True)
         except OSError as error:  # not a folder, not on the hub, or offline without a cached copy
             raise InputError(f"model.model_name '{model_name}': {error}") from error
+        except SafetensorError as error:  # a truncated or damaged weights file
+            raise InputError(
+                f"model.model_name '{model_name}': its weights file could not be read ({error}): it is damaged or "
+                "was cut short. Download or copy the model again (bertcls download re-fetches a hub model)."
+            ) from error
     has_pooler = getattr(encoder, "pooler", None) is not None
     if keep_pooler and not has_pooler:
         raise InputError(
