@@ -57,9 +57,7 @@ class LastCheckpoint(Checkpoint):
         return path
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            # The epoch's save follows its validation. Lightning resumes a checkpoint saved here in the next
-            # epoch: this epoch's validation, and the best checkpoint it may write, would never happen.
+        if validation_comes_next(trainer):  # the epoch's own save follows its validation
             return
         step = trainer.global_step
         if self.every_n_train_steps and step % self.every_n_train_steps == 0 and step != self._saved_at:
@@ -68,6 +66,15 @@ class LastCheckpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
             self.save(trainer)
+
+
+def validation_comes_next(trainer: L.Trainer) -> bool:
+    """Whether the batch just trained was its epoch's last, so that the epoch's validation comes next.
+
+    No checkpoint may be saved there: Lightning resumes such a checkpoint in the next epoch, and this epoch's
+    validation (and the best checkpoint it may write) would never happen.
+    """
+    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
 
 
 def writes_folders(strategy: Strategy) -> bool:

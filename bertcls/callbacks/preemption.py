@@ -10,7 +10,7 @@ from types import FrameType
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from bertcls.callbacks.last_checkpoint import LastCheckpoint
+from bertcls.callbacks.last_checkpoint import LastCheckpoint, validation_comes_next
 
 
 class Preempted(SystemExit):
@@ -73,9 +73,7 @@ class Preemption(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
     ) -> None:
         at_step_boundary = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-        # After an epoch's last batch its validation comes first: Lightning would resume a checkpoint saved here
-        # in the next epoch, and this epoch's validation (and best checkpoint) would never happen.
-        if at_step_boundary and not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if at_step_boundary and not validation_comes_next(trainer):  # then on_train_epoch_end acts
             self._act_on_signals(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -8,8 +8,10 @@ prediction can point back at the exact row.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -229,7 +231,15 @@ def source_fingerprint(source: SplitSource) -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's content, read in 1 MB blocks."""
+    """The SHA-256 of a file's content. Hashed once per process while the file is unchanged (size and modification
+    time): the CLI prepares the data before the model, and the data module's ``setup`` keys the same files again."""
+    status = os.stat(path)
+    return _content_sha256(str(Path(path).resolve()), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_sha256(path: str, size: int, modified_ns: int) -> str:
+    """The SHA-256 of the file at ``path``, read in 1 MB blocks (``size`` and ``modified_ns`` key the cache)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
