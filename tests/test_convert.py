@@ -2,9 +2,9 @@
 model folder (``--hf-folder``), from a plain ``.ckpt`` file or from a DeepSpeed ZeRO checkpoint folder.
 
 Every checkpoint here comes from a real, short ``bertcls fit`` of the tiny BERT. The ZeRO ones are written by
-Lightning's own ``DeepSpeedStrategy`` and DeepSpeed's engine on the CPU (``CPUDeepSpeedStrategy`` below only
-lifts Lightning's CUDA-only guard), each run in its own process (DeepSpeed's process group and globals outlive a
-run); those tests need the optional extra and skip without it, as in CI.
+Lightning's own ``DeepSpeedStrategy`` and DeepSpeed's engine on the CPU (``bertcls.strategies.CPUDeepSpeedStrategy``
+only lifts Lightning's CUDA-only guard), each run in its own process (DeepSpeed's process group and globals outlive
+a run); those tests need the optional extra and skip without it.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import lightning as L
 import pytest
 import torch
 from helpers import ProbeLogits, run_bertcls_process, separable_frame, write_frame
-from lightning.fabric.utilities.seed import reset_seed
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 from safetensors import safe_open
 from test_cli_end_to_end import fit_args, read_predictions, run_in
 from test_optimization import RecordLearningRates, assert_schedule_ends_at_the_last_step
@@ -46,26 +44,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`, callbacks used to create"),
     pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated"),
 ]
-
-
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
-    """Lightning's ``DeepSpeedStrategy`` on a CPU (DeepSpeed's CPU accelerator, gloo), for these tests only.
-
-    Lightning refuses any accelerator but CUDA, and hands DeepSpeed the root device's index, which a CPU device
-    lacks. Nothing else changes: training steps, ZeRO partitioning and checkpoint writing are the real ones.
-    """
-
-    def setup_environment(self) -> None:
-        DDPStrategy.setup_environment(self)  # DeepSpeedStrategy's own only adds the CUDA check
-
-    def setup_distributed(self) -> None:
-        reset_seed()
-        self.set_world_ranks()
-        self._init_deepspeed_distributed()  # without Lightning's check of CUDA device indices
-
-    @property
-    def root_device(self) -> torch.device:
-        return torch.device("cpu", self.local_rank)
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +247,7 @@ def zero(
     folder = tmp_path_factory.mktemp(f"convert-zero{request.param}")
     strategy = folder / "strategy.yaml"
     strategy.write_text(
-        f"class_path: {__name__}.CPUDeepSpeedStrategy\n"
+        "class_path: bertcls.strategies.CPUDeepSpeedStrategy\n"
         f"init_args:\n  stage: {request.param}\n  logging_batch_size_per_gpu: {BATCH_SIZE}\n"
     )
     extra = ("--model.learning_rate", "3e-3", "--trainer.strategy", strategy)
