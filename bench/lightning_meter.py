@@ -16,9 +16,9 @@ from harness import BatchMeter, TrainClock, describe_optimizer, peak_device_mb, 
 
 
 class LightningMeter(L.Callback):
-    """Time training from each epoch's start (or the first batch after a validation) to each optimizer step, so
-    no validation and no checkpoint writes, and count the examples, real (non-pad) tokens and padded tokens of
-    every training batch.
+    """Time training from each epoch's start (or the first batch after a validation or a checkpoint write) to each
+    optimizer step, so no validation and no checkpoint writes, and count the examples, real (non-pad) tokens and
+    padded tokens of every training batch.
 
     After each validation in ``fit``: a point of the learning curve (step, training seconds so far, metrics).
     At the end of ``fit``: those figures, the peak memory so far and the last validation metrics; at the end of
@@ -30,15 +30,15 @@ class LightningMeter(L.Callback):
         self.clock = TrainClock()
         self.meter = BatchMeter()
         self.curve: list[dict[str, Any]] = []
-        self.evaluated = False
+        self.paused = False  # a validation or a checkpoint write since the last step: not training time
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.clock.restart()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
-        if self.evaluated:  # after a validation and its checkpoint writes (Lightning runs those callbacks last)
+        if self.paused:  # Lightning runs the checkpoint callbacks last, after this one's on_train_batch_end
             self.clock.restart()
-            self.evaluated = False
+            self.paused = False
 
     def on_train_batch_end(
         self,
@@ -55,7 +55,10 @@ class LightningMeter(L.Callback):
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             metrics = evaluation(trainer, "validation", "val/")["metrics"]
             self.curve.append({"step": trainer.global_step, "seconds": self.clock.seconds, "metrics": metrics})
-        self.evaluated = True
+        self.paused = True
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self.paused = True  # a mid-epoch last.ckpt (every 200 steps): seconds on a GPU for BERT-large
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datasets = trainer.datamodule.datasets

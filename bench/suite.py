@@ -50,9 +50,10 @@ SYSTEMS = {
 }
 CPU_DEFAULT = list(SYSTEMS)
 GPU_DEFAULT = ["bertcls bf16", "HF Trainer fp32", "HF Trainer group_by_length bf16", "tutorial loop fp32"]
-SHAPES = {  # BERT's two sizes: layers, hidden, attention heads, intermediate
+SHAPES = {  # layers, hidden, attention heads, intermediate: BERT's two sizes, and a tiny one
     "bert-base-shape": (12, 768, 12, 3072),
     "bert-large-shape": (24, 1024, 16, 4096),
+    "tiny-shape": (2, 64, 2, 256),  # gpu_acceptance.py --dry-run: the GPU lines' mechanics on a CPU
 }
 
 

@@ -102,7 +102,7 @@ class BertClsCLI(LightningCLI):
         config.model.task = config.model.task or config.data.task
         config.data.task = config.model.task
         if SLURMEnvironment.detect():
-            check_slurm_tasks(config.trainer.devices, config.trainer.num_nodes)
+            check_slurm_tasks(config.trainer.devices, config.trainer.num_nodes, config.trainer.accelerator)
         check_checkpoint(self.subcommand, config.ckpt_path)
         assign_run_folder(config, self.subcommand)
         if config.trainer.enable_progress_bar is False:  # Lightning refuses a progress-bar callback then
@@ -110,6 +110,12 @@ class BertClsCLI(LightningCLI):
         if config.ckpt_path and Path(config.ckpt_path).is_file():
             # mmap: only the small entries are read, not the weights.
             checkpoint = read_checkpoint(config.ckpt_path, mmap=True)
+            if self.subcommand == "fit" and "optimizer_states" not in checkpoint:
+                raise InputError(
+                    f"--ckpt_path {config.ckpt_path} holds the weights only (a best-*.ckpt), not the training state "
+                    "fit resumes from. Resume from the run's last.ckpt (--ckpt_path last), or start a new run from "
+                    "these weights: bertcls convert CKPT --hf-folder DIR, then --model.model_name DIR."
+                )
             # The checkpoint's own tokenizer: the training run's model folder or hub name may be gone.
             cache_root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir()
             bundled = restore_bundled_tokenizer(checkpoint, cache_root)
@@ -299,7 +305,9 @@ def main(args: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=r".*custom batch sampler `LengthBucketBatchSampler`")
     # test/validate/predict from a checkpoint of another folder: the checkpoint callbacks' state is not needed.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
-    # Not true here: the data module restores the sampler's position, so a mid-epoch resume replays nothing.
+    # Not true here, under any strategy: the data module restores the sampler's position and the sampler reads it at
+    # the epoch's first batch, so a mid-epoch resume replays nothing even where Lightning builds the loader before the
+    # restore (DeepSpeed, FSDP; tests/test_resume_strategies.py).
     warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning 2.6
     if not sys.stderr.isatty():  # log files (SLURM): no carriage-return progress bars from the Hugging Face libraries

@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 
 from jsonargparse import Namespace
+from lightning.fabric.utilities.device_parser import _normalize_parse_gpu_string_input, _select_auto_accelerator
+from lightning.pytorch.accelerators import Accelerator, AcceleratorRegistry, CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
@@ -64,17 +66,56 @@ def run_folder(save_dir: str, experiment: str, version: str | int) -> Path:
     return Path(save_dir) / experiment / (version if isinstance(version, str) else f"version_{version}")
 
 
-def check_slurm_tasks(devices: object, num_nodes: int) -> None:
+def check_slurm_tasks(devices: object, num_nodes: int, accelerator: object = "auto") -> None:
     """Under ``srun`` each task is one rank: the trainer must expect exactly as many, or every task trains
     alone, in the same folder, and Lightning says nothing."""
     tasks = int(os.environ.get("SLURM_NTASKS", "1"))
-    per_node = len(devices) if isinstance(devices, list) else devices
-    if isinstance(per_node, int) and per_node * num_nodes != tasks:
+    kind = accelerator_type(accelerator)
+    per_node = devices_per_node(devices, kind)
+    if per_node is None:
+        return
+    if per_node * num_nodes != tasks:
         raise InputError(
-            f"this SLURM job has {tasks} tasks but the trainer expects {num_nodes} node(s) x {per_node} device(s). "
-            "Start one task per device (--ntasks-per-node = devices) or pass --trainer.devices and "
-            "--trainer.num_nodes after --config (the slurm/ scripts do)."
+            f"this SLURM job has {tasks} tasks but the trainer expects {num_nodes} node(s) x {per_node} device(s) "
+            f"(--trainer.devices {devices}). Start one task per device (--ntasks-per-node = devices) or pass "
+            "--trainer.devices and --trainer.num_nodes after --config (the slurm/ scripts do)."
         )
+    visible = CUDAAccelerator.auto_device_count()
+    if kind is CUDAAccelerator and 0 < visible < per_node:
+        raise InputError(
+            f"--trainer.devices {devices}: this SLURM task sees only {visible} GPU(s) "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')}): the cluster binds GPUs to tasks. "
+            "Start the tasks with `srun --gpu-bind=none` (the slurm/ scripts do), so that each sees the node's GPUs."
+        )
+
+
+def accelerator_type(accelerator: object) -> type[Accelerator] | None:
+    """The Lightning accelerator class ``trainer.accelerator`` stands for; None for an accelerator object."""
+    if not isinstance(accelerator, str):
+        return None
+    if accelerator == "auto":
+        accelerator = _select_auto_accelerator()  # Lightning's own choice: a visible GPU, else the CPU
+    name = "cuda" if accelerator == "gpu" else accelerator
+    return type(AcceleratorRegistry.get(name)) if name in AcceleratorRegistry else None
+
+
+def devices_per_node(devices: object, kind: type[Accelerator] | None) -> int | None:
+    """How many processes the trainer starts on each node, counted as Lightning counts ``trainer.devices``: a
+    number, also as a string (``'4'``: what the command line gives), GPU indices (``[0, 1]``, ``'0,1'``), or all
+    that are visible (``auto``, ``-1``; ``auto`` is 1 on a CPU). None where Lightning will refuse the value."""
+    if devices == "auto":
+        return kind.auto_device_count() if kind else None
+    try:
+        if kind is CPUAccelerator:
+            return CPUAccelerator.parse_devices(devices)
+        parsed = _normalize_parse_gpu_string_input(devices)  # '4' -> 4, '0,1' -> [0, 1]
+    except (TypeError, ValueError):
+        return None
+    if isinstance(parsed, list):
+        return len(parsed)
+    if parsed == -1:
+        return kind.auto_device_count() if kind else None
+    return parsed if isinstance(parsed, int) else None
 
 
 def continue_named_run(config: Namespace, logger_args: Namespace) -> None:
@@ -96,7 +137,9 @@ def resolve_resume(config: Namespace, logger_args: Namespace) -> None:
     Lightning alone would look only in a new, empty version folder and silently start from scratch.
     """
     experiment = Path(logger_args.save_dir) / config.experiment
-    candidates = sorted(experiment.glob("*/checkpoints/last.ckpt"), key=lambda path: path.stat().st_mtime)
+    # lstat: a folder checkpoint's last.ckpt is a link, made anew to each slot folder just written; the folder's
+    # own time changes only when an entry is added or removed, not when DeepSpeed overwrites its files.
+    candidates = sorted(experiment.glob("*/checkpoints/last.ckpt"), key=lambda path: path.lstat().st_mtime)
     if not candidates:
         raise InputError(
             f"--ckpt_path last: no last.ckpt under {experiment}/*/checkpoints/ (experiment '{config.experiment}'), "

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import torch
 from lightning.fabric.utilities.seed import reset_seed
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+from lightning.pytorch.strategies import DDPStrategy
+
+from bertcls.deepspeed_strategy import DeepSpeedStrategy
 
 
 class CPUDeepSpeedStrategy(DeepSpeedStrategy):
-    """Lightning's ``DeepSpeedStrategy`` on a CPU (DeepSpeed's CPU accelerator, gloo).
+    """bertcls's ``DeepSpeedStrategy`` on a CPU (DeepSpeed's CPU accelerator, gloo).
 
     Lightning refuses any accelerator but CUDA, and hands DeepSpeed the root device's index, which a CPU device
     lacks. Nothing else changes: training steps, ZeRO partitioning and checkpoint writing are the real ones.

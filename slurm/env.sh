@@ -77,6 +77,23 @@ export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}
 # gpu, or cpu for the CPU variant of every script (README.md: sbatch --gpus-per-node=0 ...).
 export BERTCLS_ACCELERATOR=${BERTCLS_ACCELERATOR:-gpu}
 
+# ---- 8. srun ---------------------------------------------------------------------------------------------------
+# Every script starts its tasks with srun "${BERTCLS_SRUN_OPTIONS[@]}" ...:
+# --cpus-per-task: srun of SLURM 22.05 to 23.02 does not take it over from the job (each task would get one CPU).
+# --gpu-bind=none, where the job has GPUs: Lightning wants each task to see all of its node's GPUs, and takes the
+#   one of its local rank. Clusters that bind GPUs to tasks (--gpus-per-task, or a site's default --gpu-bind)
+#   show each task only its own, and --trainer.devices 4 fails. Unbound, a task sees the GPUs its node's device
+#   cgroup allows (ConstrainDevices: the job's); SLURM leaves CUDA_VISIBLE_DEVICES unset then. On nodes without
+#   device cgroups that is every GPU of the node: share no node there (sbatch --exclusive).
+BERTCLS_SRUN_OPTIONS=()
+if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then
+  BERTCLS_SRUN_OPTIONS+=("--cpus-per-task=$SLURM_CPUS_PER_TASK")
+fi
+if [ "${SLURM_GPUS_ON_NODE:-0}" -gt 0 ] || [ -n "${SLURM_JOB_GPUS:-}" ]; then
+  BERTCLS_SRUN_OPTIONS+=("--gpu-bind=none")
+fi
+
 echo "[bertcls] job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}): ${SLURM_JOB_NUM_NODES:-1} node(s)" \
   "x ${SLURM_NTASKS_PER_NODE:-?} task(s) on ${SLURM_JOB_NODELIST:-?}, accelerator $BERTCLS_ACCELERATOR," \
-  "python $(command -v python), OMP_NUM_THREADS=$OMP_NUM_THREADS, started $(date -Is)"
+  "python $(command -v python), OMP_NUM_THREADS=$OMP_NUM_THREADS, srun ${BERTCLS_SRUN_OPTIONS[*]}," \
+  "started $(date -Is)"

@@ -6,6 +6,7 @@ to look inside an in-process ``bertcls fit`` run.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -225,10 +226,13 @@ def assert_same_tensors(left: object, right: object, where: str) -> None:
 
 
 def assert_same_training_state(expected: dict, actual: dict) -> None:
-    """Two checkpoints hold the same step, weights, optimizer state and learning-rate schedule, bitwise."""
+    """Two checkpoints hold the same step, weights, optimizer state and learning-rate schedule, bitwise (a
+    weights-only checkpoint, as the best one is, holds neither of the last two, and must not in both)."""
     assert actual["global_step"] == expected["global_step"]
     for key in ("state_dict", "optimizer_states", "lr_schedulers"):
-        assert_same_tensors(expected[key], actual[key], key)
+        assert (key in expected) == (key in actual), key
+        if key in expected:
+            assert_same_tensors(expected[key], actual[key], key)
 
 
 def resumable_fit_args(
@@ -260,3 +264,107 @@ def resumable_fit_args(
         "--trainer.max_epochs", epochs, "--trainer.enable_progress_bar", "false",
         "--trainer.callbacks", folder / "callbacks.yaml",
     ]  # fmt: skip
+
+
+class RecordRowsToFile(L.Callback):
+    """Append one JSON line per training batch to ``$BERTCLS_TEST_ROWS_FILE``: its epoch, batch index (as Lightning
+    counts them), this process's rank and the batch's source rows. Each line is written and closed before the batch
+    trains, so a SIGKILLed run leaves every line it wrote (``read_rows`` drops a line cut short)."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
+        record = {"epoch": trainer.current_epoch, "batch": index, "rank": trainer.global_rank}
+        line = json.dumps(record | {"rows": batch["rows"].tolist()})
+        with open(os.environ["BERTCLS_TEST_ROWS_FILE"], "a", encoding="utf-8") as file:
+            file.write(line + "\n")
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The records ``RecordRowsToFile`` wrote to ``path``, in order, without a last line left unfinished by a kill."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    return [json.loads(line) for line in lines[:-1]]  # the text after the last newline is empty or unfinished
+
+
+from bertcls.strategies import CPUDeepSpeedStrategy  # noqa: E402  (appended: the helpers below need it)
+
+
+class LegacyCastDeepSpeedStrategy(CPUDeepSpeedStrategy):
+    """``CPUDeepSpeedStrategy`` whose engine casts the model as DeepSpeed before 0.19.4 does under bf16 (fp16):
+    ``module.bfloat16()`` (``.half()``), buffers included; later versions cast only the parameters."""
+
+    def init_deepspeed(self) -> None:
+        if self.config.get("bf16", {}).get("enabled"):
+            self.model.bfloat16()
+        elif self.config.get("fp16", {}).get("enabled"):
+            self.model.half()
+        super().init_deepspeed()
+
+
+class SignalInValidation(L.Callback):
+    """Send ``$BERTCLS_TEST_SIGNAL`` (default SIGUSR1) to the process once, as the validation of epoch
+    ``$BERTCLS_TEST_SIGNAL_IN_EPOCH`` starts its first batch (not in the sanity check): a signal during validation."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int, dataloader_idx: int = 0
+    ) -> None:
+        epoch = int(os.environ["BERTCLS_TEST_SIGNAL_IN_EPOCH"])
+        if not self.sent and not trainer.sanity_checking and trainer.current_epoch == epoch and index == 0:
+            self.sent = True
+            os.kill(os.getpid(), signal.Signals[os.environ.get("BERTCLS_TEST_SIGNAL", "SIGUSR1")])
+
+
+class RecordEngineSteps(L.Callback):
+    """After each training batch, append one JSON line to ``$BERTCLS_TEST_STEPS_FILE``: its epoch, batch index,
+    Lightning's optimizer-step count (``trainer.global_step``) and the DeepSpeed engine's own (``global_steps``,
+    the updates it applied, restored on resume), to compare where each counts a step."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        engine = trainer.strategy.deepspeed_engine
+        record = {"epoch": trainer.current_epoch, "batch": args[-1], "lightning": trainer.global_step}
+        with open(os.environ["BERTCLS_TEST_STEPS_FILE"], "a", encoding="utf-8") as file:
+            file.write(json.dumps(record | {"engine": engine.global_steps}) + "\n")
+
+
+class SignalOneRank(L.Callback):
+    """Send ``$BERTCLS_TEST_SIGNAL`` (default SIGUSR1) to rank ``$BERTCLS_TEST_SIGNAL_RANK``'s process alone when
+    training reaches optimizer step ``$BERTCLS_TEST_SIGNAL_AT_STEP``: the ranks must still stop together."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
+        at_step = trainer.global_step == int(os.environ["BERTCLS_TEST_SIGNAL_AT_STEP"])
+        if at_step and trainer.global_rank == int(os.environ["BERTCLS_TEST_SIGNAL_RANK"]):
+            os.kill(os.getpid(), signal.Signals[os.environ.get("BERTCLS_TEST_SIGNAL", "SIGUSR1")])
+
+
+class CountCollectives(L.Callback):
+    """Count the strategy's collectives (``reduce``, ``reduce_boolean_decision``, ``all_gather``, ``broadcast``) made
+    between each training batch's start and end; written after every batch (a preempted run never ends its
+    training) to ``$BERTCLS_TEST_RECORD_DIR/collectives-rank<r>.pt``."""
+
+    NAMES = ("reduce", "reduce_boolean_decision", "all_gather", "broadcast")
+
+    def __init__(self) -> None:
+        self.per_batch: list[int] = []
+        self._count = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        strategy = trainer.strategy
+        for name in self.NAMES:
+            setattr(strategy, name, self._counted(getattr(strategy, name)))
+
+    def _counted(self, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._count += 1
+            return method(*args, **kwargs)
+
+        return counted
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: dict, index: int) -> None:
+        self._count = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        self.per_batch.append(self._count)
+        folder = Path(os.environ["BERTCLS_TEST_RECORD_DIR"])
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.per_batch, folder / f"collectives-rank{trainer.global_rank}.pt")

@@ -84,3 +84,19 @@ def test_clock_counts_training_and_not_the_evaluations_between() -> None:
     time.sleep(0.05)
     clock.step_done()
     assert 0.09 <= clock.seconds < 0.2
+
+
+def test_meter_leaves_a_mid_epoch_checkpoint_write_out_of_the_training_time(tmp_path) -> None:
+    """Lightning runs LastCheckpoint's on_train_batch_end after the meter's: the write falls between two steps."""
+    from lightning_meter import LightningMeter
+
+    meter, batch = LightningMeter(str(tmp_path / "figures.json")), {"attention_mask": torch.ones(2, 4)}
+    meter.on_train_epoch_start(None, None)
+    for step in range(2):
+        meter.on_train_batch_start(None, None, batch, step)
+        time.sleep(0.05)
+        meter.on_train_batch_end(None, None, None, batch, step)
+        if step == 0:
+            meter.on_save_checkpoint(None, None, {})
+            time.sleep(0.3)  # the write
+    assert 0.09 <= meter.clock.seconds < 0.3

@@ -98,7 +98,7 @@ def test_a_split_smaller_than_the_number_of_processes_ends_every_rank_with_the_m
 @pytest.mark.parametrize(
     ("callback", "option", "value", "expected"),
     [
-        ("LastCheckpoint", "every_n_train_steps", -1, "must be 0 (save at epoch ends only) or more, got -1"),
+        ("LastCheckpoint", "every_n_train_steps", -1, "must be 0 (off) or more, got -1"),
         ("ProgressBar", "every_n_steps", 0, "must be at least 1 (a line every that many batches), got 0"),
     ],
 )

@@ -21,7 +21,7 @@ from torch import nn
 from bertcls.model.module import BertClassifier
 from bertcls.model.optimization import (
     adamw,
-    clip_where_lightning_refuses,
+    clip_gradients,
     layer_depth,
     offloads_optimizer,
     parameter_groups,
@@ -254,6 +254,40 @@ def test_bf16_mixed_fit_clips_gradients_with_the_fused_optimizer(
     assert norms_before and min(norms_before) > 0.05, "the limit must bind, or nothing was clipped"
 
 
+def test_the_gradient_norm_is_taken_only_on_logged_steps_and_clipping_reuses_it(
+    tiny_model_dir: Path, real_words: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 optimizer steps logged every 4th: the norm is taken twice (not 8 times), and clipping by norm takes no
+    norm of its own on those steps (one norm per logged step) while still binding on the others."""
+    task = SimpleNamespace(
+        train=write_frame(separable_frame(real_words, 128, seed=1), tmp_path / "train.csv"),
+        validation=write_frame(separable_frame(real_words, 32, seed=2), tmp_path / "dev.csv"),
+    )
+    from bertcls.model import module as module_file
+
+    calls = {"gradient_norm": 0, "get_total_norm": 0}
+    original_norm, original_total = module_file.gradient_norm, torch.nn.utils.get_total_norm
+
+    def counted_norm(*args: object):
+        calls["gradient_norm"] += 1
+        return original_norm(*args)
+
+    def counted_total(*args: object, **kwargs: object):
+        calls["get_total_norm"] += 1
+        return original_total(*args, **kwargs)
+
+    monkeypatch.setattr(module_file, "gradient_norm", counted_norm)
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm", counted_total)
+    RecordGradientNorms.norms.clear()
+    extra = ("--trainer.gradient_clip_val", "0.05", "--trainer.log_every_n_steps", "4")
+    callback = "--trainer.callbacks+=test_optimization.RecordGradientNorms"
+    assert run_in(tmp_path, *fit_args(tiny_model_dir, task, "norms", 1, *extra, callback)) is None
+    assert len(RecordGradientNorms.norms) == 8
+    assert max(RecordGradientNorms.norms) <= 0.05 * 1.001
+    # Logged steps: gradient_norm's one total norm; the 6 others: clipping's own.
+    assert calls == {"gradient_norm": 2, "get_total_norm": 2 + 6}
+
+
 def test_fused_adamw_unless_a_gradient_scaler_unscales() -> None:
     """fp16's scaler (16-mixed on a GPU) needs unscaled gradients before clipping: foreach AdamW; otherwise fused."""
     parameters = [nn.Parameter(torch.ones(3))]
@@ -265,20 +299,32 @@ def test_fused_adamw_unless_a_gradient_scaler_unscales() -> None:
     assert adamw([{"params": parameters}], 1e-3, 1e-8, fp32).defaults["fused"]
 
 
-def test_clipping_where_lightning_refuses() -> None:
-    """bf16-mixed: clipped here, by norm or value; fp16 (scaled gradients) and fp32: left to Lightning."""
+def test_clipping_by_norm_reuses_the_logged_norm_and_by_value_only_where_lightning_refuses() -> None:
+    """By norm: clipped here in every precision, with the step's logged norm when there is one (one norm per
+    step, not two). By value: here for bf16-mixed (Lightning refuses it with the fused AdamW), else Lightning's."""
     fp16 = SimpleNamespace(precision_plugin=MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu")))
     bf16 = SimpleNamespace(precision_plugin=MixedPrecision("bf16-mixed", "cpu"))
     fp32 = SimpleNamespace(precision_plugin=Precision())
     module = nn.Linear(4, 4)
+
+    def gradients_norm() -> float:
+        return float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in module.parameters()])))
+
+    for strategy in (fp16, bf16, fp32):
+        module.zero_grad()
+        module(torch.ones(2, 4)).sum().mul(100).backward()
+        assert clip_gradients(module, strategy, 1.0, GradClipAlgorithmType.NORM)
+        assert gradients_norm() <= 1.0 + 1e-5
+    module.zero_grad()
     module(torch.ones(2, 4)).sum().mul(100).backward()
-    norm = GradClipAlgorithmType.NORM
-    assert not clip_where_lightning_refuses(module, fp16, 1.0, norm)
-    assert not clip_where_lightning_refuses(module, fp32, 1.0, norm)
-    assert not clip_where_lightning_refuses(module, bf16, None, norm)
-    assert clip_where_lightning_refuses(module, bf16, 1.0, norm)
-    assert torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in module.parameters()])) <= 1.0 + 1e-5
-    assert clip_where_lightning_refuses(module, bf16, 0.01, GradClipAlgorithmType.VALUE)
+    before = gradients_norm()
+    # A given norm is used as it is: twice the true one halves the result.
+    assert clip_gradients(module, fp32, 1.0, GradClipAlgorithmType.NORM, torch.tensor(2 * before))
+    assert gradients_norm() == pytest.approx(0.5, rel=1e-4)
+    assert not clip_gradients(module, bf16, None, GradClipAlgorithmType.NORM)
+    assert not clip_gradients(module, fp16, 0.01, GradClipAlgorithmType.VALUE)
+    assert not clip_gradients(module, fp32, 0.01, GradClipAlgorithmType.VALUE)
+    assert clip_gradients(module, bf16, 0.01, GradClipAlgorithmType.VALUE)
     assert max(float(p.grad.abs().max()) for p in module.parameters()) <= 0.01
 
 
@@ -291,8 +337,8 @@ def test_fsdp_clips_by_norm_through_its_root_module() -> None:
     strategy = FSDPStrategy()
     strategy.model = SimpleNamespace(clip_grad_norm_=calls.append)
     module = nn.Linear(2, 2)
-    assert clip_where_lightning_refuses(module, strategy, 1.0, GradClipAlgorithmType.NORM)
+    assert clip_gradients(module, strategy, 1.0, GradClipAlgorithmType.NORM)
     assert calls == [1.0]
-    assert not clip_where_lightning_refuses(module, strategy, 0.5, GradClipAlgorithmType.VALUE)
-    assert not clip_where_lightning_refuses(module, strategy, 0.0, GradClipAlgorithmType.NORM)
+    assert not clip_gradients(module, strategy, 0.5, GradClipAlgorithmType.VALUE)
+    assert not clip_gradients(module, strategy, 0.0, GradClipAlgorithmType.NORM)
     assert calls == [1.0]

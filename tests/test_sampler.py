@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from helpers import MOVIE_REVIEWS
 
-from bertcls.data.sampler import LengthBucketBatchSampler
+from bertcls.data.lazy_loader import LazyStartDataLoader
+from bertcls.data.sampler import LengthBucketBatchSampler, ResumePosition
 from bertcls.paths import resolve_location
 
 
@@ -117,6 +118,49 @@ def test_resume_at_skips_the_trained_batches_of_that_epoch_only() -> None:
     assert epoch_batches([resumed], epoch=1)[0] == full  # once only: the next pass is a whole epoch
     resumed.resume_at(epoch=0, batches_done=9)  # a position in another epoch skips nothing
     assert epoch_batches([resumed], epoch=1)[0] == full
+
+
+def test_a_position_restored_after_iter_is_still_applied() -> None:
+    """Under DeepSpeed and FSDP, Lightning builds the loader and calls iter() on it before the checkpoint restore
+    gives the position (and before it sets the epoch): both are read at the first batch."""
+    lengths = random_lengths(500, seed=6)
+    (reference,) = make_samplers(lengths, 16, 1, shuffle=True, seed=3)
+    full = epoch_batches([reference], epoch=2)[0]
+    position = ResumePosition()
+    (sampler,) = make_samplers(lengths, 16, 1, shuffle=True, seed=3, resume=position)
+    batches = iter(sampler)
+    position.set(epoch=2, batches_done=5)
+    sampler.set_epoch(2)
+    assert list(batches) == full[5:]
+
+
+def test_a_loaders_workers_take_a_position_restored_after_iter() -> None:
+    """A worker process takes the first batches' indices as soon as a pass starts: ``LazyStartDataLoader`` starts it
+    at the first batch, after the restore, rather than at iter()."""
+    lengths = random_lengths(200, seed=6)
+    (reference,) = make_samplers(lengths, 16, 1, shuffle=True, seed=3)
+    full = epoch_batches([reference], epoch=1)[0]
+    position = ResumePosition()
+    (sampler,) = make_samplers(lengths, 16, 1, shuffle=True, seed=3, resume=position)
+    loader = LazyStartDataLoader(list(range(len(lengths))), batch_sampler=sampler, num_workers=1, collate_fn=list)
+    batches = iter(loader)
+    position.set(epoch=1, batches_done=3)
+    sampler.set_epoch(1)
+    assert list(batches) == full[3:]
+
+
+def test_one_restored_position_skips_once_however_many_samplers_share_it() -> None:
+    """The data module's position is shared by every training loader built (DeepSpeed builds a spare one): the
+    first pass to start skips the trained batches, and no later pass, of any of them, skips again."""
+    lengths = random_lengths(500, seed=6)
+    (reference,) = make_samplers(lengths, 16, 1, shuffle=True, seed=3)
+    full = epoch_batches([reference], epoch=1)[0]
+    position = ResumePosition()
+    spare, used = (make_samplers(lengths, 16, 1, shuffle=True, seed=3, resume=position)[0] for _ in range(2))
+    position.set(epoch=1, batches_done=4)
+    assert epoch_batches([used], epoch=1)[0] == full[4:]
+    assert epoch_batches([spare], epoch=1)[0] == full
+    assert epoch_batches([used], epoch=1)[0] == full
 
 
 def test_eval_order_is_sorted_by_length_and_ignores_epoch() -> None:

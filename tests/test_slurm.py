@@ -7,7 +7,10 @@ The jobs are the project's own sbatch scripts, submitted as a user would submit 
 * a job signalled with SIGUSR1 mid-training (as ``--signal=SIGUSR1@90`` does before a time limit) saves, requeues
   itself, resumes in the same ``slurm-<job id>`` run folder and ends after exactly the optimizer steps of an
   uninterrupted run, with its log and ``metrics.csv`` continued;
-* a 3-task job array runs one line of a sweep file per task, each in its own ``slurm-<array job>_<task>`` folder.
+* a 3-task job array runs one line of a sweep file per task, each in its own ``slurm-<array job>_<task>`` folder;
+* every script's ``srun`` passes the job's ``--cpus-per-task`` on (srun of SLURM 22.05-23.02 does not inherit it),
+  and, where the job has GPUs (the cluster here has fake ones), ``--gpu-bind=none``: a job that binds one GPU to
+  each task (``--gpus-per-task=1``) still shows every task all of its node's GPUs.
 
 Where the cluster cannot be started (not root, no Debian packages, no SLURM tools), every test here is skipped
 with the start-up script's output as the reason, also printed to stderr and raised as a warning.
@@ -72,6 +75,8 @@ def slurm_cluster() -> Iterator[None]:
     # 2-task job. Declare the real count, and at least 2 (the script then oversubscribes).
     env = {name: value for name, value in os.environ.items() if not name.startswith("OMP_")}
     env["SLURM_LOCAL_CPUS"] = os.environ.get("SLURM_LOCAL_CPUS", str(max(2, len(os.sched_getaffinity(0)))))
+    # Fake GPUs (no device behind them) let GPU requests and SLURM's GPU binding be tested; CPU jobs ignore them.
+    env["SLURM_LOCAL_GPUS"] = os.environ.get("SLURM_LOCAL_GPUS", "2")
     try:
         started = subprocess.run(["bash", str(up)], env=env, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired as timeout:
@@ -297,17 +302,78 @@ def test_job_array_runs_one_sweep_line_per_task_each_in_its_own_folder(
         assert f"sweep line: --model.learning_rate {learning_rate}" in out
 
 
-@pytest.mark.parametrize(("devices", "num_nodes", "tasks", "ok"), [(2, 1, 2, True), (1, 1, 2, False), (4, 2, 8, True)])
-def test_a_task_count_that_differs_from_the_trainers_ranks_is_refused(
-    monkeypatch: pytest.MonkeyPatch, devices: int, num_nodes: int, tasks: int, ok: bool
-) -> None:
-    """Without the check, each of the job's tasks silently trains alone in the same run folder."""
-    from bertcls.cli import check_slurm_tasks
-    from bertcls.errors import InputError
+# --- the srun line of every script ---------------------------------------------------------------------------
+# A stand-in for srun, first on the job's PATH: it writes down the options the script gives srun and the program,
+# then runs the real srun with those options on a probe that writes each task's environment, not the program.
+SRUN_SHIM = """#!/bin/bash
+options=()
+while [ "$#" -gt 0 ] && [[ $1 == -* ]]; do options+=("$1"); shift; done
+printf '%s\\n' "${options[@]}" >"$SRUN_PROBE/options"
+printf '%s\\n' "$@" >"$SRUN_PROBE/program"
+exec REAL_SRUN "${options[@]}" bash -c 'env >"$SRUN_PROBE/task-$SLURM_PROCID.env"'
+"""
+SCRIPT_ARGS = {
+    "train.sbatch": ([], ["--config", "my-run.yaml"]),
+    "train-multinode.sbatch": (["--nodes=1"], ["--config", "my-run.yaml"]),
+    "train-deepspeed.sbatch": ([], []),
+    "sweep-array.sbatch": (["--array=1"], ["--config", "my-run.yaml"]),
+    "sweep-agent.sbatch": (["--array=1"], ["my-team/bertcls/abc123de"]),
+}
 
-    monkeypatch.setenv("SLURM_NTASKS", str(tasks))
-    if ok:
-        check_slurm_tasks(devices, num_nodes)
+
+def probe_srun(script: str, options: list[str], tmp_path: Path) -> SimpleNamespace:
+    """Submit ``script`` with srun replaced by the probe; what srun got, and each task's environment."""
+    probe = tmp_path / "probe"
+    shim = tmp_path / "shim"
+    probe.mkdir()
+    shim.mkdir()
+    (shim / "srun").write_text(SRUN_SHIM.replace("REAL_SRUN", shutil.which("srun") or "srun"))
+    (shim / "srun").chmod(0o755)
+    (tmp_path / "sweep.txt").write_text("--model.learning_rate 1e-3\n")
+    env = job_environment(tmp_path, SRUN_PROBE=str(probe), BERTCLS_SWEEP=str(tmp_path / "sweep.txt"))
+    env["PATH"] = f"{shim}{os.pathsep}{env['PATH']}"
+    script_options, args = SCRIPT_ARGS[script]
+    job = submit(script, [f"--job-name=probe-{script}", *script_options, *options], args, tmp_path, env)
+    wait_until_done(job, tmp_path, timeout=120)
+    tasks = [dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+             for path in sorted(probe.glob("task-*.env"))]  # fmt: skip
+    return SimpleNamespace(
+        options=(probe / "options").read_text().split(),
+        program=(probe / "program").read_text().split("\n")[:-1],
+        tasks=tasks,
+    )
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_ARGS))
+def test_every_scripts_srun_passes_the_jobs_cpus_per_task(slurm_cluster: None, tmp_path: Path, script: str) -> None:
+    options = ["--gpus-per-node=0", "--ntasks-per-node=1", "--cpus-per-task=2", "--mem=1G", "--time=5"]
+    srun = probe_srun(script, options, tmp_path)
+    assert srun.options == ["--cpus-per-task=2"], srun.options  # no GPUs: no --gpu-bind
+    assert [task["SLURM_CPUS_PER_TASK"] for task in srun.tasks] == ["2"]
+    if script == "sweep-agent.sbatch":
+        assert srun.program[:2] == ["wandb", "agent"], srun.program
     else:
-        with pytest.raises(InputError, match="2 tasks but the trainer expects 1 node"):
-            check_slurm_tasks(devices, num_nodes)
+        assert srun.program[:4] == ["python", "-m", "bertcls", "fit"], srun.program
+        assert srun.program[-6:] == ["--trainer.accelerator", "cpu", "--trainer.num_nodes", "1",
+                                     "--trainer.devices", "1"]  # fmt: skip
+
+
+def cluster_gpus() -> int:
+    gres = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, timeout=30).stdout
+    found = re.search(r"gpu:(?:\w+:)?(\d+)", gres)
+    return int(found.group(1)) if found else 0
+
+
+def test_tasks_of_a_job_bound_one_gpu_each_still_see_all_the_nodes_gpus(slurm_cluster: None, tmp_path: Path) -> None:
+    """``--gpus-per-task=1`` makes SLURM bind each task to one GPU (CUDA_VISIBLE_DEVICES=0, =1), and Lightning's
+    ``devices=2`` fails. With ``--gpu-bind=none`` no task is bound (SLURM then leaves CUDA_VISIBLE_DEVICES unset:
+    the node's device cgroup decides what a task sees)."""
+    if cluster_gpus() < 2:
+        pytest.skip("the running SLURM cluster has fewer than 2 (fake) GPUs: start it with SLURM_LOCAL_GPUS=2")
+    options = ["--gpus-per-node=2", "--gpus-per-task=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=5"]
+    srun = probe_srun("train.sbatch", [*options, "--mem=1G"], tmp_path)
+    assert srun.options == ["--cpus-per-task=1", "--gpu-bind=none"], srun.options
+    assert len(srun.tasks) == 2
+    for task in srun.tasks:
+        assert task.get("SLURMD_TRES_BIND") == "gpu:none", task.get("SLURMD_TRES_BIND")
+        assert task.get("CUDA_VISIBLE_DEVICES", "0,1") == "0,1", task["CUDA_VISIBLE_DEVICES"]

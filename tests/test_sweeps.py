@@ -248,7 +248,9 @@ def agent_job(tmp_path: Path):
         '#!/bin/bash\nprintf "%s\\n" "$@" > "$FAKE_RECORD/wandb-args"\nenv > "$FAKE_RECORD/wandb-env"\n'
         'pwd > "$FAKE_RECORD/wandb-cwd"\nexit "${FAKE_WANDB_STATUS:-0}"\n'
     )
-    (fakes / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$FAKE_RECORD/srun-args"\nexec "$@"\n')
+    # Records its arguments; runs the command after srun's own options (--cpus-per-task=N, ...).
+    fake_srun = 'printf "%s\\n" "$@" > "$FAKE_RECORD/srun-args"\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n'
+    (fakes / "srun").write_text("#!/bin/bash\n" + fake_srun)
     for fake in fakes.iterdir():
         fake.chmod(0o755)
 
@@ -291,7 +293,10 @@ def test_agent_script_runs_one_online_wandb_agent(agent_job, tmp_path: Path) -> 
         "1",
         "my-team/bertcls/abc123de",
     ]
-    assert (record / "srun-args").read_text().split()[:2] == ["wandb", "agent"]  # a job step: it gets SIGUSR1
+    srun_args = (record / "srun-args").read_text().split()
+    command = srun_args.index("wandb")
+    assert srun_args[command : command + 2] == ["wandb", "agent"]  # a job step: it gets SIGUSR1
+    assert all(option.startswith("--") for option in srun_args[:command])  # srun's own (slurm/env.sh)
     environment = recorded_environment(record)
     assert environment["WANDB_MODE"] == "online"
     assert environment["SLURM_ARRAY_JOB_ID"] == "77" and environment["SLURM_ARRAY_TASK_ID"] == "3"

@@ -6,6 +6,7 @@ from bertcls.callbacks.predictions import PredictionWriter
 from bertcls.callbacks.preemption import Preemption
 from bertcls.callbacks.progress import ProgressBar
 from bertcls.callbacks.summary import RunSummary
+from bertcls.callbacks.tf32 import TF32Matmul
 from bertcls.callbacks.throughput import Throughput
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "Preemption",
     "ProgressBar",
     "RunSummary",
+    "TF32Matmul",
     "Throughput",
 ]

@@ -12,6 +12,12 @@ class BestCheckpoint(ModelCheckpoint):
     That is ``val/accuracy`` for single-label and pair tasks, ``val/macro_f1`` for multi-label and
     ``val/entity_f1`` for the token task, so one callback config serves every task. Any other ``monitor``
     is used as given.
+
+    The configs set ``save_weights_only``: the file then holds the weights, the hyperparameters, the tokenizer
+    and the label names (the model's ``on_save_checkpoint``), all that ``bertcls test``, ``predict``,
+    ``export`` and ``convert`` read, without the optimizer state (two thirds of a full AdamW checkpoint). Resumes
+    start from ``last.ckpt``, never from this one. FSDP honours the flag; under DeepSpeed Lightning ignores it
+    and the engine writes its optimizer shards into the folder as well (DeepSpeed has no weights-only save).
     """
 
     def __init__(self, monitor: str | None = "task", mode: str = "max", **kwargs) -> None:

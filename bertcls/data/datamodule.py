@@ -25,8 +25,9 @@ from bertcls.data.encoding import (
     tokenizer_fingerprint,
 )
 from bertcls.data.labels import LabelVocabulary
+from bertcls.data.lazy_loader import LazyStartDataLoader
 from bertcls.data.row_ids import encoded_ids, invalid_ids, with_ids
-from bertcls.data.sampler import LengthBucketBatchSampler
+from bertcls.data.sampler import LengthBucketBatchSampler, ResumePosition
 from bertcls.data.sources import (
     ROW_COLUMN,
     SKIPPED_LINES,
@@ -196,7 +197,7 @@ class ClassificationDataModule(L.LightningDataModule):
         self.vocabulary: LabelVocabulary | None = LabelVocabulary.from_names(names) if names else None
         self._vocabulary_given = self.vocabulary is not None
         self.datasets: dict[str, TokenizedDataset] = {}
-        self._resume_position: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+        self._resume = ResumePosition()  # from a checkpoint; the training sampler reads it when the epoch starts
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._fingerprints: dict[str, str] = {}
         self._tokenizer_fingerprint = ""
@@ -452,11 +453,20 @@ class ClassificationDataModule(L.LightningDataModule):
         return {"epoch": trainer.current_epoch, "batches_done": done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume the training order where the checkpoint left it, instead of replaying the epoch."""
-        self._resume_position = (state["epoch"], state["batches_done"]) if state else None
+        """Resume the training order where the checkpoint left it, instead of replaying the epoch.
+
+        Under DeepSpeed and FSDP this runs after the training loader was built; its sampler reads the position
+        when it starts the epoch, so the order is the same whenever (and however often) the loader is built.
+        """
+        if state:
+            self._resume.set(state["epoch"], state["batches_done"])
+        else:
+            self._resume.clear()
 
     # --- loaders ----------------------------------------------------------------------------
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, resume: ResumePosition | None = None) -> DataLoader:
+        """A loader of ``split``; given a ``resume`` position (training), one that the position applies to whenever
+        it arrives before the first batch."""
         dataset = self.datasets[split]
         trainer = self.trainer
         batch_size = self.hparams.batch_size if shuffle else self.hparams.eval_batch_size or 2 * self.hparams.batch_size
@@ -468,8 +478,10 @@ class ClassificationDataModule(L.LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             pool_batches=self.hparams.pool_batches,
+            resume=resume,
         )
-        return DataLoader(
+        loader_class = DataLoader if resume is None else LazyStartDataLoader
+        return loader_class(
             dataset,
             batch_sampler=sampler,
             collate_fn=self.collator,
@@ -490,13 +502,7 @@ class ClassificationDataModule(L.LightningDataModule):
         return DynamicPaddingCollator(self.tokenizer.pad_token_id, multiple, self.task.padded_columns)
 
     def train_dataloader(self) -> DataLoader:
-        loader = self._loader("train", shuffle=True)
-        if self._resume_position is not None:
-            epoch, batches_done = self._resume_position
-            loader.batch_sampler.set_epoch(epoch)  # workers may prefetch before Lightning sets the epoch
-            loader.batch_sampler.resume_at(epoch, batches_done)
-            self._resume_position = None
-        return loader
+        return self._loader("train", shuffle=True, resume=self._resume)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("validation", shuffle=False)

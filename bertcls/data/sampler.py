@@ -10,7 +10,8 @@ then dealt to ranks so that:
 * the order depends only on ``seed``, the epoch and the global batch size (``R * max_batch_size``),
   never on the number of workers, nor on how ranks share it: the examples of optimizer step ``k`` are the
   same with one process at batch 32 as with four at batch 8;
-* a run resumed mid-epoch continues with the next unseen batch (``resume_at``).
+* a run resumed mid-epoch continues with the next unseen batch (``resume_at``, ``ResumePosition``), however many
+  times and whenever the loader was built: the position is read when an epoch's pass starts.
 
 Batch sizes are balanced: with ``n`` examples each of the ``ceil(n / (R * max_batch_size))`` steps holds
 ``n / steps`` examples give or take one, shared by the ``R`` ranks give or take one, never exceeding
@@ -42,11 +43,37 @@ class BatchingError(InputError):
         self.processes = processes
 
 
+class ResumePosition:
+    """Where a resumed run stands in an epoch: the batches of it trained before the restart.
+
+    Shared by a data module and every training sampler it builds, because the position may arrive after the
+    samplers exist: under DeepSpeed and FSDP, Lightning builds the training loader (for
+    ``estimated_stepping_batches``, and DeepSpeed once more for its batch size) before it restores the checkpoint.
+    The first pass that starts after ``set`` takes the position, whichever sampler makes it: one restore skips once.
+    """
+
+    def __init__(self) -> None:
+        self._position: tuple[int, int] | None = None  # (epoch, batches already trained in it)
+
+    def set(self, epoch: int, batches_done: int) -> None:
+        self._position = (epoch, batches_done)
+
+    def clear(self) -> None:
+        self._position = None
+
+    def take(self, epoch: int) -> int:
+        """How many batches a pass over ``epoch`` starting now skips (none for another epoch); clears the position."""
+        position, self._position = self._position, None
+        return position[1] if position is not None and position[0] == epoch else 0
+
+
 class LengthBucketBatchSampler(Sampler[list[int]]):
     """Yield this rank's batches of example indices, grouped by length.
 
     Arguments are keyword-only on purpose: Lightning must not try to rebuild this sampler around its
-    own ``DistributedSampler`` (it fails loudly instead); sharding across ranks happens here.
+    own ``DistributedSampler`` (it fails loudly instead); sharding across ranks happens here. ``resume``: a
+    position shared with the data module, which restores it from a checkpoint (default: this sampler's own,
+    set by ``resume_at``).
     """
 
     def __init__(
@@ -59,6 +86,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         pool_batches: int = 64,
+        resume: ResumePosition | None = None,
     ) -> None:
         self.lengths = np.asarray(lengths)
 
@@ -82,7 +110,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.pool_size = max_batch_size * num_replicas * pool_batches
         self.epoch = 0
-        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained in it)
+        self._resume = resume if resume is not None else ResumePosition()
         self.steps = math.ceil(len(self.lengths) / (num_replicas * max_batch_size))
         if self.steps * num_replicas > len(self.lengths):  # only possible with batches of one
             raise refused(
@@ -99,7 +127,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
 
         ``len()`` stays the full epoch, as Lightning counts the skipped batches as already seen.
         """
-        self._resume = (epoch, batches_done)
+        self._resume.set(epoch, batches_done)
 
     @property
     def batch_size(self) -> int:
@@ -131,9 +159,7 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return steps
 
     def __iter__(self) -> Iterator[list[int]]:
-        skip = 0
-        if self._resume is not None and self._resume[0] == self.epoch:
-            skip = self._resume[1]
-        self._resume = None
+        # A generator: the epoch and the resume position are read at the first batch, not when iter() is called.
+        skip = self._resume.take(self.epoch)
         for step in self.global_batches()[skip:]:
             yield step[self.rank].tolist()

@@ -9,10 +9,13 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, Strategy
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import get_linear_schedule_with_warmup
 
+from bertcls.deepspeed_strategy import refuse_drifting_accumulation
 from bertcls.errors import InputError
+from bertcls.lightning_internals import logs_this_step
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY, tokenizer_files
 from bertcls.model.encoder import load_encoder, serializable_config
 from bertcls.model.nonfinite import (
@@ -20,18 +23,30 @@ from bertcls.model.nonfinite import (
     NonFiniteAction,
     NonFiniteLossError,
     describe_non_finite,
-    loss_is_finite,
     stop_message,
 )
 from bertcls.model.optimization import (
     adamw,
-    clip_where_lightning_refuses,
+    clip_gradients,
     gradient_norm,
     parameter_groups,
     total_optimizer_steps,
 )
 from bertcls.model.pooling import Pooling
+from bertcls.step_agreement import StepAgreement
 from bertcls.tasks import HeadOptions, Task, TaskHead, TaskName, get_task
+
+
+def refuse_unsupported_skip(nonfinite_loss: NonFiniteAction, strategy: Strategy, world_size: int) -> None:
+    """``skip`` returns None from ``training_step``, which Lightning refuses at the first bad batch under DeepSpeed
+    and in any run of several processes; FSDP is refused as well (not shown to work)."""
+    if nonfinite_loss == "skip" and (isinstance(strategy, DeepSpeedStrategy | FSDPStrategy) or world_size > 1):
+        raise InputError(
+            f"model.nonfinite_loss: skip works only in a single-process run without DeepSpeed or FSDP, and this run "
+            f"uses {type(strategy).__name__} with {world_size} process(es): Lightning cannot skip a batch's backward "
+            "pass there. Use --model.nonfinite_loss stop (the default: the run stops naming the batch; fix the cause "
+            "and resume with --ckpt_path last)."
+        )
 
 
 class BertClassifier(L.LightningModule):
@@ -57,7 +72,8 @@ class BertClassifier(L.LightningModule):
             keeping them: same loss and gradients, far less activation memory, about a third more compute.
         nonfinite_loss: a NaN or infinite training loss ``stop``s the run with the step and the batch's rows,
             or ``skip``s that batch (no backward, no optimizer step; counted in ``train/skipped_batches``; 10 in
-            a row stop the run). Not saved in checkpoints, so a resumed run can choose again.
+            a row stop the run; single-process runs only, not DeepSpeed or FSDP). Not saved in checkpoints, so a resumed
+            run can choose again.
         trust_remote_code: run the Python code that comes with a model whose config has an ``auto_map`` (an
             architecture transformers does not ship; read that code first); off, such a model is refused. Only the
             user turns it on: it is not saved in checkpoints, and the CLI keeps the command line's value over a
@@ -95,6 +111,8 @@ class BertClassifier(L.LightningModule):
         self.nonfinite_loss = nonfinite_loss
         self.skipped_batches = 0
         self.skipped_in_a_row = 0
+        self._step_gradient_norm: torch.Tensor | None = None  # this step's, where logged (clipping reuses it)
+        self.step_agreement = StepAgreement()  # callbacks add their flags (see bertcls.step_agreement)
         self.encoder = load_encoder(
             model_name,
             encoder_config,
@@ -143,6 +161,9 @@ class BertClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Build the head from the data module's task and labels (fit), or check they match the checkpoint's."""
+        if stage == "fit":
+            refuse_unsupported_skip(self.nonfinite_loss, self.trainer.strategy, self.trainer.world_size)
+            refuse_drifting_accumulation(self.trainer.strategy, self.trainer.accumulate_grad_batches)
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is None:
             if self.head is None:
@@ -189,7 +210,10 @@ class BertClassifier(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         loss = self.head.loss(self(batch), batch["labels"])
-        if not loss_is_finite(loss, self.trainer.strategy):
+        # The step's one collective: the loss's finiteness, with the flags of callbacks (Preemption's signals).
+        if self.step_agreement.agree(self.trainer.strategy, nonfinite_loss=~torch.isfinite(loss.detach()))[
+            "nonfinite_loss"
+        ]:
             return self._skip_or_stop(loss, batch, batch_idx)
         self.skipped_in_a_row = 0
         mask = batch["attention_mask"]
@@ -219,22 +243,27 @@ class BertClassifier(L.LightningModule):
         return None
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norm = gradient_norm(self, self.trainer.strategy)
-        if norm is not None:
-            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        # Only on the steps that reach the loggers; clipping then reuses the norm instead of taking it again.
+        self._step_gradient_norm = gradient_norm(self, self.trainer.strategy) if logs_this_step(self.trainer) else None
+        if self._step_gradient_norm is not None:
+            self.log("train/grad_norm", self._step_gradient_norm, on_step=True, on_epoch=False)
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm=None
     ) -> None:
-        if not clip_where_lightning_refuses(self, self.trainer.strategy, gradient_clip_val, gradient_clip_algorithm):
+        norm = self._step_gradient_norm
+        if not clip_gradients(self, self.trainer.strategy, gradient_clip_val, gradient_clip_algorithm, norm):
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_train_batch_end(self, outputs: Any, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        # DeepSpeed keeps the gradients itself; its engine reports the norm of its last optimizer step.
+        # DeepSpeed keeps the gradients itself; its engine reports the norm of its last optimizer step. Read only
+        # when logged: under ZeRO it can be a device tensor, and reading it as a number waits for the device.
         engine = getattr(self.trainer.strategy, "deepspeed_engine", None)
-        norm = engine.get_global_grad_norm() if engine is not None else None
+        if engine is None or not logs_this_step(self.trainer):
+            return
+        norm = engine.get_global_grad_norm()
         if norm is not None:
-            self.log("train/grad_norm", float(norm), on_step=True, on_epoch=False)
+            self.log("train/grad_norm", torch.as_tensor(norm, dtype=torch.float32), on_step=True, on_epoch=False)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch)

@@ -1,8 +1,8 @@
 """A NaN or infinite training loss: stop with the step and the rows of the batch, or skip the batch.
 
 One bad step writes NaN into every weight, and every later step and checkpoint carries it; so the loss is
-checked before its backward pass, on every step (one scalar all-reduce under DDP, so that every rank decides
-alike and none waits for the others forever).
+checked before its backward pass, on every step, and every rank decides alike (none may wait for the others
+forever) through the step's one all-reduce (``bertcls.step_agreement``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,6 @@ ROWS_SHOWN = 10
 
 class NonFiniteLossError(InputError):
     """The training loss became NaN or infinite; the message names the step, the batch's rows and the fixes."""
-
-
-def loss_is_finite(loss: torch.Tensor, strategy: object) -> bool:
-    """True when the loss is finite on every process."""
-    bad = (~torch.isfinite(loss.detach())).to(torch.float32).sum()
-    return float(strategy.reduce(bad, reduce_op="sum")) == 0
 
 
 def describe_non_finite(loss: torch.Tensor, rows: torch.Tensor, step: int, epoch: int, batch: int, source: str) -> str:

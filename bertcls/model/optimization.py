@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 
 import lightning as L
@@ -79,28 +78,11 @@ def group_name(depth: int, top: int, by_layer: bool) -> str:
 def total_optimizer_steps(trainer: L.Trainer) -> int:
     """Optimizer steps of the whole fit, as the learning-rate scheduler will be stepped: the schedule's length.
 
-    ``Trainer.estimated_stepping_batches`` counts ``ceil(batches / accumulate_grad_batches)`` steps per epoch,
-    with ``limit_train_batches``, ``max_steps`` and the per-rank batches under DDP taken into account: Lightning's
-    own loop closes an epoch's last, partial accumulation with a step. Under a strategy that accumulates
-    gradients itself (DeepSpeed, which counts micro-batches across epochs) Lightning takes no such step and steps
-    the scheduler ``floor(...)`` times an epoch, so the longer schedule would end above zero. (DeepSpeed may
-    then apply one last update after the scheduler's last step, at rate zero.)
+    ``Trainer.estimated_stepping_batches``: ``ceil(batches / accumulate_grad_batches)`` steps per epoch (Lightning's
+    loop closes an epoch's last, partial accumulation with a step, under bertcls's DeepSpeed strategy too), with
+    ``limit_train_batches``, ``max_steps`` and the per-rank batches under DDP taken into account.
     """
-    estimate = trainer.estimated_stepping_batches  # also loads the training data, for num_training_batches
-    accumulate = trainer.accumulate_grad_batches
-    batches = trainer.num_training_batches
-    if (
-        not trainer.strategy.handles_gradient_accumulation
-        or accumulate == 1
-        or math.isinf(estimate)
-        or math.isinf(batches)
-        or trainer.max_epochs in (None, -1)
-    ):
-        return int(estimate)
-    steps = (int(batches) // accumulate) * max(trainer.max_epochs, 1)
-    if trainer.max_steps != -1:
-        steps = min(steps, trainer.max_steps)
-    return max(steps, 1)
+    return int(trainer.estimated_stepping_batches)  # also loads the training data, for num_training_batches
 
 
 def offloads_optimizer(strategy: object) -> bool:
@@ -128,20 +110,29 @@ def adamw(groups: list[dict], learning_rate: float, eps: float, strategy: object
     return torch.optim.AdamW(groups, lr=learning_rate, eps=eps, fused=fused)
 
 
-def clip_where_lightning_refuses(
-    module: nn.Module, strategy: object, clip_val: float | None, algorithm: object
+def clip_gradients(
+    module: nn.Module,
+    strategy: object,
+    clip_val: float | None,
+    algorithm: object,
+    total_norm: torch.Tensor | None = None,
 ) -> bool:
-    """Clip the gradients of ``module`` in the two setups where Lightning's own clipping refuses to run; True if
-    it did (otherwise Lightning clips, as usual).
+    """Clip the gradients of ``module`` where bertcls does it better than Lightning; True if it did (otherwise
+    Lightning clips, as usual).
 
-    - Mixed precision without a gradient scaler (bf16-mixed) and the fused AdamW: Lightning refuses to clip for
-      any optimizer that can unscale gradients itself, because under fp16 they would still be scaled. bf16 has
-      no scaler, so its gradients are the true ones and are clipped as fp32's are.
+    - By norm, outside DeepSpeed and FSDP: with ``total_norm`` when the step already computed it for logging
+      (``gradient_norm``), so the norm of every gradient is taken once, not twice. Under 16-mixed the gradients
+      are unscaled by then (Lightning unscales before ``on_before_optimizer_step``).
+    - Mixed precision without a gradient scaler (bf16-mixed) and the fused AdamW, by value: Lightning refuses to
+      clip for any optimizer that can unscale gradients itself, because under fp16 they would still be scaled.
+      bf16 has no scaler, so its gradients are the true ones and are clipped as fp32's are.
     - FSDP, by norm: the norm must cover every rank's shards, which only the root FSDP module's
       ``clip_grad_norm_`` computes (``torch.nn.utils.clip_grad_norm_`` on shards is wrong); Lightning has no handle
       on that module in its precision plugin and raises. By value it clips each shard itself.
+
+    DeepSpeed clips inside its engine (``gradient_clipping`` in its config, which Lightning sets).
     """
-    if not clip_val:
+    if not clip_val or isinstance(strategy, DeepSpeedStrategy):
         return False
     by_value = algorithm == GradClipAlgorithmType.VALUE
     if isinstance(strategy, FSDPStrategy):
@@ -149,13 +140,16 @@ def clip_where_lightning_refuses(
             return False
         strategy.model.clip_grad_norm_(clip_val)  # the root FullyShardedDataParallel module
         return True
-    precision = getattr(strategy, "precision_plugin", None)
-    if not isinstance(precision, MixedPrecision) or precision.scaler is not None:
-        return False
     if by_value:
+        precision = getattr(strategy, "precision_plugin", None)
+        if not isinstance(precision, MixedPrecision) or precision.scaler is not None:
+            return False
         torch.nn.utils.clip_grad_value_(module.parameters(), clip_val)
-    else:
-        torch.nn.utils.clip_grad_norm_(module.parameters(), clip_val)
+        return True
+    parameters = [parameter for parameter in module.parameters() if parameter.grad is not None]
+    if total_norm is None:
+        total_norm = torch.nn.utils.get_total_norm([parameter.grad for parameter in parameters])
+    torch.nn.utils.clip_grads_with_norm_(parameters, clip_val, total_norm)  # scales the parameters' .grad
     return True
 
 
@@ -163,14 +157,15 @@ def gradient_norm(module: nn.Module, strategy: object) -> torch.Tensor | None:
     """The L2 norm of all gradients together, before clipping; None under DeepSpeed, which keeps them itself
     (its engine reports the norm after the step: ``deepspeed_engine.get_global_grad_norm()``).
 
-    Under FSDP every rank holds a shard of each gradient, so the squares are summed over ranks.
+    One multi-tensor kernel per device and dtype (``foreach``), not one per parameter (about 800 launches for
+    BERT-large). Under FSDP every rank holds a shard of each gradient, so the squares are summed over ranks.
     """
     if isinstance(strategy, DeepSpeedStrategy):
         return None
     gradients = [parameter.grad for parameter in module.parameters() if parameter.grad is not None]
     if not gradients:
         return None
-    squared = torch.stack([torch.linalg.vector_norm(gradient.float()) ** 2 for gradient in gradients]).sum()
+    norm = torch.nn.utils.get_total_norm(gradients)
     if isinstance(strategy, FSDPStrategy):
-        squared = strategy.reduce(squared, reduce_op="sum")
-    return squared.sqrt()
+        norm = strategy.reduce(norm.square(), reduce_op="sum").sqrt()
+    return norm

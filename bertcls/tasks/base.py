@@ -9,7 +9,7 @@ the encoder, how it is evaluated and how predictions are written. Adding a task 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -64,8 +64,26 @@ class TaskHead(nn.Module, ABC):
     """Maps the encoder's token states to logits, and logits to a loss and to predictions.
 
     A head keeps ``HeadOptions.loss_weights`` as a persistent buffer named ``loss_weights`` (None when not
-    weighted), so that weights computed from the training data travel with the checkpoint.
+    weighted), so that weights computed from the training data travel with the checkpoint. A head's own buffers
+    (loss weights, decision thresholds) are settings, not activations: they stay fp32 when the model is cast to
+    bf16 or fp16 (``bf16-true``; DeepSpeed before 0.19.4 casts every buffer with the weights).
     """
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> TaskHead:
+        """Move and cast as any module does, except that the head's own buffers only move (keep their dtype)."""
+        # torch.nn.Module applies .to() / .bfloat16() / .half() through _apply: the one place to keep the dtype.
+        own = dict(self._buffers)
+        super()._apply(fn, recurse)
+        for name, buffer in own.items():
+            if buffer is not None:
+                self._buffers[name] = buffer.to(device=self._buffers[name].device)
+        return self
+
+    @property
+    def fp32_loss_weights(self) -> torch.Tensor | None:
+        """``loss_weights`` for the fp32 losses: fp32 even where DeepSpeed's ``data_types.buffer_dtype`` cast it."""
+        weights = self.loss_weights
+        return None if weights is None else weights.float()
 
     @abstractmethod
     def forward(

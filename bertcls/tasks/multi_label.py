@@ -149,7 +149,7 @@ class MultiLabelHead(PooledHead):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.binary_cross_entropy_with_logits(
-            logits.float(), labels.float(), pos_weight=self.loss_weights
+            logits.float(), labels.float(), pos_weight=self.fp32_loss_weights
         )
 
     def predict(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

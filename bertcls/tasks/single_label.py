@@ -40,7 +40,7 @@ class SingleLabelHead(PooledHead):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(
-            logits.float(), labels, weight=self.loss_weights, label_smoothing=self.label_smoothing
+            logits.float(), labels, weight=self.fp32_loss_weights, label_smoothing=self.label_smoothing
         )
 
     def predict(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

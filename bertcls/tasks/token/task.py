@@ -64,18 +64,18 @@ class TokenHead(TaskHead):
         """Cross-entropy averaged over the labelled pieces as ``reduction="mean"`` does (weighted by their class
         weights), but 0 rather than NaN for a batch without any (windows that own no word's first piece), and
         without a host-device synchronisation to find out."""
-        labels = labels.flatten()
+        labels, weights = labels.flatten(), self.fp32_loss_weights
         losses = nn.functional.cross_entropy(
             logits.float().flatten(0, 1),
             labels,
-            weight=self.loss_weights,
+            weight=weights,
             ignore_index=IGNORED,
             label_smoothing=self.label_smoothing,
             reduction="none",
         )
         labelled = (labels != IGNORED).float()
-        if self.loss_weights is not None:
-            labelled = labelled * self.loss_weights[labels.clamp(min=0)]
+        if weights is not None:
+            labelled = labelled * weights[labels.clamp(min=0)]
         return losses.sum() / labelled.sum().clamp(min=torch.finfo(losses.dtype).tiny)
 
     def predict(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
