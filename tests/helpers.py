@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 import yaml
 
+from bertcls.strategies import CPUDeepSpeedStrategy
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = REPO_ROOT / "configs"
 # CI keeps the shared data sets beside the checkout: <checkout>/../shared/data.
@@ -278,13 +280,32 @@ class RecordRowsToFile(L.Callback):
             file.write(line + "\n")
 
 
+def fit_and_read_records(
+    run: Any, experiment: str, records_variable: str, *extra: object, env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Run ``bertcls fit`` with ``run.args`` in ``run.folder`` to its end, or to its kill where ``env`` sets
+    ``BERTCLS_TEST_SIGNAL``; the records its recorder callback wrote to a new file named by ``$records_variable``."""
+    records = run.folder / f"{experiment}-{len(list(run.folder.glob(f'{experiment}-*.jsonl')))}.jsonl"
+    environment = run.env | {records_variable: str(records)} | (env or {})
+    process = run_bertcls_process(*run.args, "--experiment", experiment, *extra, cwd=run.folder, env=environment)
+    expected_status = -9 if "BERTCLS_TEST_SIGNAL" in environment else 0
+    assert process.returncode == expected_status, process.stderr[-3000:]
+    return read_rows(records)
+
+
+def assert_resume_ends_as_the_reference(args: list[object], folder: Path, env: dict[str, str], experiment: str) -> None:
+    """Resume ``experiment`` (``--ckpt_path last``): its ``last.ckpt`` ends at the reference run's step and weights."""
+    resumed = run_bertcls_process(*args, "--experiment", experiment, "--ckpt_path", "last", cwd=folder, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, actual = last_checkpoint(folder, "reference"), last_checkpoint(folder, experiment)
+    assert actual["global_step"] == expected["global_step"]
+    assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")
+
+
 def read_rows(path: Path) -> list[dict[str, Any]]:
     """The records ``RecordRowsToFile`` wrote to ``path``, in order, without a last line left unfinished by a kill."""
     lines = path.read_text(encoding="utf-8").split("\n")
     return [json.loads(line) for line in lines[:-1]]  # the text after the last newline is empty or unfinished
-
-
-from bertcls.strategies import CPUDeepSpeedStrategy  # noqa: E402  (appended: the helpers below need it)
 
 
 class LegacyCastDeepSpeedStrategy(CPUDeepSpeedStrategy):

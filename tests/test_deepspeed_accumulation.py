@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import assert_same_tensors, read_rows, resumable_fit_args, run_bertcls_process, run_checkpoints
+from helpers import assert_same_tensors, fit_and_read_records, resumable_fit_args, run_bertcls_process, run_checkpoints
 
 BATCH_SIZE, BATCHES, EPOCHS, ACCUMULATE = 8, 7, 2, 2
 STEP_AFTER_BATCHES = [1, 3, 5, 6]  # of every epoch: 4 steps an epoch, 8 in all
@@ -56,12 +56,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, real_wor
 
 def fit(run: SimpleNamespace, experiment: str, *extra: object, env: dict[str, str] | None = None) -> list[dict]:
     """Run ``bertcls fit`` to its end (or its kill); its step counts after each batch (``RecordEngineSteps``)."""
-    steps_file = run.folder / f"{experiment}-{len(list(run.folder.glob(f'{experiment}-*.jsonl')))}.jsonl"
-    environment = run.env | {"BERTCLS_TEST_STEPS_FILE": str(steps_file)} | (env or {})
-    process = run_bertcls_process(*run.args, "--experiment", experiment, *extra, cwd=run.folder, env=environment)
-    expected_status = -9 if "BERTCLS_TEST_SIGNAL" in environment else 0
-    assert process.returncode == expected_status, process.stderr[-3000:]
-    return read_rows(steps_file)
+    return fit_and_read_records(run, experiment, "BERTCLS_TEST_STEPS_FILE", *extra, env=env)
 
 
 def last_weights(run: SimpleNamespace, experiment: str) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import (
     REPO_ROOT,
-    assert_same_tensors,
+    assert_resume_ends_as_the_reference,
     assert_same_training_state,
     last_checkpoint,
     resumable_fit_args,
@@ -88,11 +88,7 @@ def test_sigusr1_saves_at_the_next_step_stops_cleanly_and_the_resumed_run_matche
     )
     assert last_checkpoint(folder, experiment)["global_step"] == saved_at_step
 
-    resumed = run_bertcls_process(*args, "--experiment", experiment, "--ckpt_path", "last", cwd=folder, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, actual = last_checkpoint(folder, "reference"), last_checkpoint(folder, experiment)
-    assert actual["global_step"] == expected["global_step"]
-    assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")
+    assert_resume_ends_as_the_reference(args, folder, env, experiment)
     best = sorted(path.name for path in run_checkpoints(folder, experiment).glob("best-*.ckpt"))
     assert best == sorted(path.name for path in run_checkpoints(folder, "reference").glob("best-*.ckpt"))
     validated = [validated_epochs(run_checkpoints(folder, name).parent) for name in ("reference", experiment)]
@@ -120,11 +116,7 @@ def test_sigterm_and_ctrl_c_save_before_stopping_and_the_resumed_run_matches(
     assert f"{name}: saved" in stopped.stderr + stopped.stdout
     assert last_checkpoint(folder, experiment)["global_step"] == 8
 
-    resumed = run_bertcls_process(*args, "--experiment", experiment, "--ckpt_path", "last", cwd=folder, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, actual = last_checkpoint(folder, "reference"), last_checkpoint(folder, experiment)
-    assert actual["global_step"] == expected["global_step"]
-    assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")
+    assert_resume_ends_as_the_reference(args, folder, env, experiment)
 
 
 WRITER = """

@@ -23,10 +23,9 @@ import yaml
 from helpers import (
     assert_same_tensors,
     assert_same_training_state,
+    fit_and_read_records,
     last_checkpoint,
-    read_rows,
     resumable_fit_args,
-    run_bertcls_process,
     run_checkpoints,
 )
 
@@ -112,13 +111,8 @@ def reference(
 
 
 def fit(run: SimpleNamespace, experiment: str, *extra: object, env: dict[str, str] | None = None) -> list[dict]:
-    """Run ``bertcls fit`` to its end (or its kill); the rows of its training batches, from a file of its own."""
-    rows_file = run.folder / f"{experiment}-{len(list(run.folder.glob(f'{experiment}-*.jsonl')))}.jsonl"
-    environment = run.env | {"BERTCLS_TEST_ROWS_FILE": str(rows_file)} | (env or {})
-    process = run_bertcls_process(*run.args, "--experiment", experiment, *extra, cwd=run.folder, env=environment)
-    expected_status = -9 if "BERTCLS_TEST_SIGNAL" in environment else 0
-    assert process.returncode == expected_status, process.stderr[-3000:]
-    return read_rows(rows_file)
+    """Run ``bertcls fit`` to its end (or its kill); the rows of its training batches (``RecordRowsToFile``)."""
+    return fit_and_read_records(run, experiment, "BERTCLS_TEST_ROWS_FILE", *extra, env=env)
 
 
 def kill_and_resume(run: SimpleNamespace, experiment: str, kill_at_step: int) -> tuple[list[dict], list[dict]]:

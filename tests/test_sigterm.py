@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import assert_same_tensors, last_checkpoint, resumable_fit_args, run_bertcls_process
+from helpers import assert_resume_ends_as_the_reference, last_checkpoint, resumable_fit_args, run_bertcls_process
 
 # 19 batches an epoch; accumulating 4 makes 5 optimizer steps (after batches 4, 8, 12, 16 and the last, partial
 # accumulation), 10 in all. last.ckpt only at the end of each epoch (step 5, 10) and on a signal.
@@ -41,11 +41,7 @@ def stop_and_resume(setup: dict, experiment: str, signaller: str, signal_env: di
     assert f"SIGTERM: saved checkpoints/{experiment}/version_0/checkpoints/last.ckpt at step {saved_at}" in output
     assert last_checkpoint(folder, experiment)["global_step"] == saved_at
 
-    resumed = run_bertcls_process(*args, "--experiment", experiment, "--ckpt_path", "last", cwd=folder, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, actual = last_checkpoint(folder, "reference"), last_checkpoint(folder, experiment)
-    assert actual["global_step"] == expected["global_step"]
-    assert_same_tensors(expected["state_dict"], actual["state_dict"], "state_dict")
+    assert_resume_ends_as_the_reference(args, folder, env, experiment)
 
 
 def test_sigterm_between_step_boundaries_saves_at_the_next_one(setup: dict) -> None:
