@@ -10,6 +10,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy as LightningDeepSpeed
 from typing_extensions import override
 
 from bertcls.errors import InputError
+from bertcls.lightning_internals import at_step_boundary
 
 
 class DeepSpeedStrategy(LightningDeepSpeedStrategy):
@@ -33,8 +34,7 @@ class DeepSpeedStrategy(LightningDeepSpeedStrategy):
     @override
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Lightning calls this after counting the batch as ready, so the loop's answer is this batch's.
-        is_boundary = not self.lightning_module.trainer.fit_loop._should_accumulate()
-        self.deepspeed_engine.set_gradient_accumulation_boundary(is_boundary)
+        self.deepspeed_engine.set_gradient_accumulation_boundary(at_step_boundary(self.lightning_module.trainer))
 
     @override
     def backward(self, closure_loss: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:

@@ -17,7 +17,6 @@ import os
 from pathlib import Path
 
 from jsonargparse import Namespace
-from lightning.fabric.utilities.device_parser import _normalize_parse_gpu_string_input, _select_auto_accelerator
 from lightning.pytorch.accelerators import Accelerator, AcceleratorRegistry, CPUAccelerator, CUDAAccelerator
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -25,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from bertcls.callbacks.preemption import slurm_job_id
 from bertcls.errors import InputError
+from bertcls.lightning_internals import auto_accelerator_name, parse_gpu_devices
 
 DEFAULT_EXPERIMENT = "default"
 APPENDING_CSV_LOGGER = "bertcls.loggers.CSVLogger"
@@ -94,7 +94,7 @@ def accelerator_type(accelerator: object) -> type[Accelerator] | None:
     if not isinstance(accelerator, str):
         return None
     if accelerator == "auto":
-        accelerator = _select_auto_accelerator()  # Lightning's own choice: a visible GPU, else the CPU
+        accelerator = auto_accelerator_name()
     name = "cuda" if accelerator == "gpu" else accelerator
     return type(AcceleratorRegistry.get(name)) if name in AcceleratorRegistry else None
 
@@ -108,7 +108,7 @@ def devices_per_node(devices: object, kind: type[Accelerator] | None) -> int | N
     try:
         if kind is CPUAccelerator:
             return CPUAccelerator.parse_devices(devices)
-        parsed = _normalize_parse_gpu_string_input(devices)  # '4' -> 4, '0,1' -> [0, 1]
+        parsed = parse_gpu_devices(devices)
     except (TypeError, ValueError):
         return None
     if isinstance(parsed, list):

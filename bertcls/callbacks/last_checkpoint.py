@@ -14,6 +14,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, Strategy
 from lightning.pytorch.trainer.states import TrainerFn
 
 from bertcls.errors import InputError
+from bertcls.lightning_internals import at_step_boundary
 
 # How often (in optimizer steps) the ranks compare clocks for ``every_n_minutes``: one all-reduce of a single
 # number every so many steps, against the gradients' all-reduce every step.
@@ -123,13 +124,6 @@ def check_interval(option: str, value: float, allowed: str, strict: bool = False
             f"trainer.callbacks LastCheckpoint.{option} must be {allowed}, got {value}. "
             "Fix it in your callbacks config (see configs/callbacks/default.yaml)."
         )
-
-
-def at_step_boundary(trainer: L.Trainer) -> bool:
-    """Whether no gradients of a partial accumulation are pending: the last batch ended an optimizer step (after
-    every ``accumulate_grad_batches`` batches, and at an epoch's end). Lightning's loop decides it, for DeepSpeed's
-    engine too (``bertcls.deepspeed_strategy``)."""
-    return not trainer.fit_loop.epoch_loop._should_accumulate()
 
 
 def is_last_epoch(trainer: L.Trainer) -> bool:

@@ -10,7 +10,8 @@ from types import FrameType
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from bertcls.callbacks.last_checkpoint import LastCheckpoint, at_step_boundary, validation_comes_next
+from bertcls.callbacks.last_checkpoint import LastCheckpoint, validation_comes_next
+from bertcls.lightning_internals import at_step_boundary
 from bertcls.step_agreement import StepAgreement
 
 
