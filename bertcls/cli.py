@@ -8,34 +8,36 @@ ones) and from ``--section.key value`` flags.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import yaml
-from datasets import disable_progress_bars as disable_datasets_progress_bars
 from jsonargparse import Namespace, strip_meta
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from transformers.utils import logging as hf_logging
+from lightning.pytorch.utilities import rank_zero_info
 
 from bertcls.atomic_files import atomic_write_text
 from bertcls.callbacks import PredictionWriter, RunSummary
 from bertcls.checkpoint_io import read_checkpoint
-from bertcls.data.datamodule import ClassificationDataModule
+from bertcls.data.datamodule import DEFAULT_MAX_LENGTH, ClassificationDataModule
 from bertcls.data.encoding import default_cache_dir
 from bertcls.data.sampler import BatchingError
 from bertcls.data.stdin import STDIN
+from bertcls.data.texts import DEFAULT_TEXT_SEPARATOR
 from bertcls.errors import InputError, reported_as_exit
 from bertcls.export.reimport import checkpoint_file, is_exported_folder
+from bertcls.lightning_internals import subcommand_parser
 from bertcls.model.bundled_tokenizer import restore_bundled_tokenizer
+from bertcls.model.encoder import position_limit
 from bertcls.model.module import BertClassifier
+from bertcls.option_parser import OptionParser
+from bertcls.quiet import quiet_libraries
 from bertcls.run_folder import DEFAULT_EXPERIMENT, assign_run_folder, check_slurm_tasks
 from bertcls.run_info import run_info
 from bertcls.tasks import DEFAULT_TASK
@@ -66,6 +68,17 @@ class SaveConfigToRunFolder(SaveConfigCallback):
 
 
 class BertClsCLI(LightningCLI):
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # The main parser and each subcommand's: `--data.text_colum` must be refused, not read as text_column.
+        return super().init_parser(**{"allow_abbrev": False, **kwargs})
+
+    def setup_parser(
+        self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]
+    ) -> None:
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if add_subcommands:  # fit joins texts with the default (--print_config shows it); the others as the checkpoint
+            subcommand_parser(self, "fit").set_defaults({"data.text_separator": DEFAULT_TEXT_SEPARATOR})
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--experiment",
@@ -105,8 +118,20 @@ class BertClsCLI(LightningCLI):
             check_slurm_tasks(config.trainer.devices, config.trainer.num_nodes, config.trainer.accelerator)
         check_checkpoint(self.subcommand, config.ckpt_path)
         assign_run_folder(config, self.subcommand)
-        if config.trainer.enable_progress_bar is False:  # Lightning refuses a progress-bar callback then
-            config.trainer.callbacks = [entry for entry in config.trainer.callbacks or [] if not is_progress_bar(entry)]
+        # Lightning refuses these callbacks when what they serve is off: the trainer option wins, they are dropped.
+        for option, kind in CALLBACKS_OF_OPTIONS.items():
+            if config.trainer[option] is False:
+                callbacks = config.trainer.callbacks or []
+                dropped = [entry for entry in callbacks if is_a(entry, kind)]
+                config.trainer.callbacks = [entry for entry in callbacks if entry not in dropped]
+                if kind is Checkpoint and dropped and self.subcommand == "fit":
+                    rank_zero_info(checkpointing_off_note(dropped))
+        # bertcls' display where no config names one (test --ckpt_path X), not Lightning's rich bar, whose last
+        # frame a log file gets after everything else.
+        bars = [entry for entry in config.trainer.callbacks or [] if is_a(entry, ProgressBar)]
+        if config.trainer.enable_progress_bar is not False and not bars:
+            default = Namespace(class_path="bertcls.callbacks.ProgressBar", init_args=Namespace())
+            config.trainer.callbacks = [*(config.trainer.callbacks or []), default]
         if config.ckpt_path and Path(config.ckpt_path).is_file():
             # mmap: only the small entries are read, not the weights.
             checkpoint = read_checkpoint(config.ckpt_path, mmap=True)
@@ -121,8 +146,12 @@ class BertClsCLI(LightningCLI):
             bundled = restore_bundled_tokenizer(checkpoint, cache_root)
             if bundled is not None:
                 config.data.tokenizer = str(bundled)
+            trained = checkpoint.get("datamodule_hyper_parameters", {})
             if config.data.max_length is None:  # tokenize as the model was trained
-                config.data.max_length = checkpoint.get("datamodule_hyper_parameters", {}).get("max_length")
+                config.data.max_length = trained.get("max_length")
+            if config.data.text_separator is None:  # join texts as the model was trained
+                config.data.text_separator = trained.get("text_separator")
+        check_max_length(config)
 
     def instantiate_classes(self) -> None:
         self._prepare_data()
@@ -173,9 +202,26 @@ def input_error_behind(error: BaseException) -> InputError | None:
     return None
 
 
-def is_progress_bar(callback_config: Namespace) -> bool:
+CALLBACKS_OF_OPTIONS: dict[str, type[Callback]] = {
+    "enable_progress_bar": ProgressBar,
+    "enable_checkpointing": Checkpoint,
+    "logger": LearningRateMonitor,  # it needs a logger to log to
+}
+
+
+def checkpointing_off_note(dropped: list[Namespace]) -> str:
+    """The note on the checkpoint callbacks that ``--trainer.enable_checkpointing false`` leaves out."""
+    names = ", ".join(entry.class_path.rpartition(".")[2] for entry in dropped)
+    return (
+        f"trainer.enable_checkpointing false: no checkpoint is written (left out of trainer.callbacks: {names}), so "
+        "this run cannot be resumed (--ckpt_path last), tested or exported, and a preemption signal saves nothing."
+    )
+
+
+def is_a(callback_config: Namespace, kind: type[Callback]) -> bool:
+    """Whether a ``trainer.callbacks`` entry (``class_path`` and ``init_args``) configures a ``kind`` callback."""
     module, _, name = getattr(callback_config, "class_path", "").rpartition(".")
-    return bool(module) and issubclass(getattr(importlib.import_module(module), name), ProgressBar)
+    return bool(module) and issubclass(getattr(importlib.import_module(module), name), kind)
 
 
 # The split each command evaluates with data.eval_batch_size (fit trains on "train" with data.batch_size).
@@ -195,6 +241,25 @@ def check_task(config: Namespace) -> None:
             f"{source} is a model for task '{model_task}' (labels {config.model.label_names}), but data.task is "
             f"'{data_task}'. Use a checkpoint trained for '{data_task}', or leave data.task out (the model sets it)."
         )
+
+
+def check_max_length(config: Namespace) -> None:
+    """Refuse a ``data.max_length`` beyond the encoder's position embeddings, before anything is built: the run
+    would stop in the embeddings at the first input that long (perhaps hours in)."""
+    max_length = DEFAULT_MAX_LENGTH if config.data.max_length is None else config.data.max_length
+    limit = position_limit(config.model.model_name, config.model.encoder_config)
+    if limit is None or max_length <= limit:
+        return
+    given = "" if config.data.max_length is not None else " (the default)"
+    model = (
+        f"--ckpt_path {config.ckpt_path}"
+        if config.model.encoder_config
+        else f"model.model_name '{config.model.model_name}'"
+    )
+    raise InputError(
+        f"data.max_length {max_length}{given} is longer than {model} can read: its encoder has {limit} positions "
+        f"(max_position_embeddings in its config). Set --data.max_length {limit} or less."
+    )
 
 
 def check_checkpoint(subcommand: str, checkpoint: str | None) -> None:
@@ -281,6 +346,7 @@ def cli_options() -> dict[str, Any]:
         },
         "save_config_callback": SaveConfigToRunFolder,
         "save_config_kwargs": {"overwrite": True},
+        "parser_class": OptionParser,  # "did you mean" for an unknown option
     }
 
 
@@ -297,25 +363,11 @@ def leave_process_group() -> None:
 
 
 def main(args: list[str] | None = None) -> None:
+    quiet_libraries()
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] in TOOL_COMMANDS:
         importlib.import_module(TOOL_COMMANDS[argv[0]]).main(argv[1:])
         return
-    # The sampler returns every index (it has no drop_last to set); Lightning cannot know that.
-    warnings.filterwarnings("ignore", message=r".*custom batch sampler `LengthBucketBatchSampler`")
-    # test/validate/predict from a checkpoint of another folder: the checkpoint callbacks' state is not needed.
-    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
-    # Not true here, under any strategy: the data module restores the sampler's position and the sampler reads it at
-    # the epoch's first batch, so a mid-epoch resume replays nothing even where Lightning builds the loader before the
-    # restore (DeepSpeed, FSDP; tests/test_resume_strategies.py).
-    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning 2.6
-    if not sys.stderr.isatty():  # log files (SLURM): no carriage-return progress bars from the Hugging Face libraries
-        hf_logging.disable_progress_bar()
-        disable_datasets_progress_bars()
-    # Lightning's advertisement; a logging filter sees only its own logger's records, so on both that log it.
-    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(lambda record: not record.getMessage().startswith("💡 Tip"))
     with reported_as_exit():  # bad input: the message says where and how to fix it; no traceback
         BertClsCLI(BertClassifier, ClassificationDataModule, **cli_options(), args=args)
         leave_process_group()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import lightning as L
+from jsonargparse import ArgumentParser
 from lightning.fabric.utilities.device_parser import _normalize_parse_gpu_string_input, _select_auto_accelerator
+from lightning.pytorch.cli import LightningCLI
 
 
 def logs_this_step(trainer: L.Trainer) -> bool:
@@ -30,3 +32,8 @@ def auto_accelerator_name() -> str:
 def parse_gpu_devices(devices: object) -> int | list[int] | None:
     """``trainer.devices`` as Lightning reads it for GPUs: ``'4'`` -> 4, ``'0,1'`` -> [0, 1] (its private parser)."""
     return _normalize_parse_gpu_string_input(devices)
+
+
+def subcommand_parser(cli: LightningCLI, subcommand: str) -> ArgumentParser:
+    """The parser of one subcommand (``fit``), to give it defaults of its own: the CLI keeps them in a private dict."""
+    return cli._subcommand_parsers[subcommand]

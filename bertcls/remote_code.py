@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from bertcls.errors import custom_code_refused
-from bertcls.paths import resolve_location
+from bertcls.paths import model_location
 
 
 @contextmanager
@@ -42,6 +42,6 @@ def load_tokenizer(name: str, setting: str, trust_remote_code: bool) -> PreTrain
 
     An OSError (no such folder, not on the hub, offline without a cached copy) is left to the caller.
     """
-    location = resolve_location(name)
+    location = model_location(name, setting)
     with custom_code_policy(setting, name, location, trust_remote_code):
         return AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)

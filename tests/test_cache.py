@@ -122,7 +122,7 @@ def test_changing_file_content_creates_a_new_entry(
 def test_changing_the_row_filter_or_columns_creates_new_entries(
     bertcls_cache: Path, tiny_model_dir: Path, tmp_path: Path, encode_calls: list[str]
 ) -> None:
-    frame = FRAME.assign(source=["a", "b", "a", "b", "a", "b"], review=FRAME["text"].str.upper())
+    frame = FRAME.assign(source=["a", "a", "b", "b", "a", "b"], review=FRAME["text"].str.upper())
     train = write_frame(frame, tmp_path / "train.csv")
     for kwargs in ({}, {"where": {"source": "a"}}, {"text_column": "review"}):
         ClassificationDataModule(train_file=str(train), tokenizer=str(tiny_model_dir), **kwargs).build_cache()

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -102,6 +103,20 @@ def test_saves_only_at_step_boundaries_with_accumulation(
     saves = fit_and_record(tmp_path, args, monkeypatch)
     assert [save["step"] for save in saves] == [2, 4, 6, 8, 10, 12, 13, 14, 16, 18, 20, 22, 24, 26]
     assert not any(save["pending"] for save in saves)
+
+
+def test_max_steps_in_an_epoch_ends_with_a_validation_and_a_best_checkpoint(
+    tmp_path: Path, tiny_model_dir: Path, real_words, monkeypatch
+) -> None:
+    """25 steps an epoch, stopped at 15 (FinalValidation): val/ metrics and a best checkpoint of step 15, and
+    last.ckpt of step 15 written once, after that validation (a resume from it has nothing left to do)."""
+    args = policy_args(tmp_path, tiny_model_dir, real_words, "--trainer.max_steps", 15, every_n_train_steps=5)
+    saves = fit_and_record(tmp_path, args, monkeypatch)
+    assert [save["step"] for save in saves] == [5, 10, 15]
+    folder = run_checkpoints(tmp_path, "policy")
+    assert [path.name for path in folder.glob("best-*.ckpt")] == ["best-epoch00-step15.ckpt"]
+    metrics = pd.read_csv(folder.parent / "metrics.csv").dropna(subset=["val/accuracy"])
+    assert metrics["step"].tolist() == [14]  # Lightning logs the validation of step 15 at index 14
 
 
 @pytest.mark.skipif(

@@ -255,8 +255,8 @@ def test_unknown_model_name_ends_the_command_with_a_message(cli, run_dir: Path, 
     exit_ = cli(*fit_args(run_dir / "no-such-model", task, "missing", 1))
     assert exit_ is not None
     message = str(exit_.code)
-    # The data (and so the tokenizer) is prepared before the model loads.
-    assert message.startswith("bertcls: error: data.tokenizer") and "model.model_name" in message
+    # A model folder that does not exist is refused with the options, before any data is read.
+    assert message.startswith("bertcls: error: model.model_name") and "no such folder" in message
     assert "no-such-model" in message
 
 

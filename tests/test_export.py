@@ -1,8 +1,9 @@
 """``bertcls export``: a standard Hugging Face folder that transformers alone loads, with bertcls' predictions.
 
 Real weights and data where the claim is about real behaviour: the packaged all-MiniLM-L6-v2 fine-tuned for a
-few steps on Rotten Tomatoes sentences (sentiment, [CLS] pooling) and on CoNLL-2003 sentences (NER); the tiny
-random BERT for BERT's own pooler and multi-label.
+few steps on Rotten Tomatoes sentences (sentiment, [CLS] pooling; mean pooling: a sentence-transformers folder) and
+on CoNLL-2003 sentences (NER); the tiny random BERT for BERT's own pooler and multi-label. The quickstart config as
+shipped: tests/test_real_weights.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from helpers import CONFIGS, MOVIE_REVIEWS, run_cli, write_frame
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from bertcls.commands.export import export
+from bertcls.errors import InputError
+from bertcls.export.checkpoint import load_checkpoint
+from bertcls.export.hf_folder import export_hf_folder
 from bertcls.paths import resolve_location
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -40,14 +44,17 @@ def fit(folder: Path, experiment: str, *args: object) -> Path:
     return folder / "checkpoints" / experiment / "version_0" / "checkpoints" / "last.ckpt"
 
 
-def predict(folder: Path, checkpoint: Path, data: Path, *args: object) -> list[dict]:
+def predict(
+    folder: Path, checkpoint: Path, data: Path, *args: object, max_length: int | None = MAX_LENGTH
+) -> list[dict]:
+    """``bertcls predict``'s records; ``max_length`` None: the checkpoint's own."""
     output = folder / f"predictions-{checkpoint.parent.parent.name}-{checkpoint.name}.jsonl"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         patch.setenv("BERTCLS_CACHE", str(folder / "cache"))
         command = ["predict", "--ckpt_path", checkpoint, "--data.predict_file", data]
-        command += ["--predictions.output_file", output, "--trainer.logger", "false", "--data.max_length", MAX_LENGTH]
-        command += [*args]
+        command += ["--predictions.output_file", output, "--trainer.logger", "false"]
+        command += [*args, *(["--data.max_length", max_length] if max_length else [])]
         assert run_cli(*command, "--trainer.enable_progress_bar", "false") is None
     return [json.loads(line) for line in output.read_text().splitlines()]
 
@@ -63,10 +70,7 @@ def sentiment(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     imdb = reviews[reviews["source"] == "imdb"].iloc[:100]  # long: truncated at MAX_LENGTH by both
     texts = pd.concat([rotten.iloc[256:456], imdb])[["text"]]
     predict_file = write_frame(texts, folder / "predict.csv")
-    checkpoint = fit(
-        folder, "cls", "--model.pooling", "cls", "--data.train_file", folder / "train.csv",
-        "--data.validation_file", folder / "dev.csv", "--data.batch_size", "16", "--model.learning_rate", "1e-4",
-    )  # fmt: skip
+    checkpoint = sentiment_fit(folder, "cls")
     exported = folder / "exported"
     result = export([str(checkpoint), "--output", str(exported)])
     return SimpleNamespace(
@@ -75,17 +79,35 @@ def sentiment(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     )  # fmt: skip
 
 
-def test_pipeline_on_the_exported_folder_gives_bertcls_predictions(sentiment: SimpleNamespace) -> None:
-    classify = pipeline("text-classification", model=str(sentiment.exported), top_k=None, device="cpu")
-    outputs = classify(sentiment.texts, batch_size=16, truncation=True)
-    assert len(outputs) == len(sentiment.bertcls) == 300
+def sentiment_fit(folder: Path, pooling: str) -> Path:
+    """12 steps of MiniLM with ``pooling`` on the sentiment fixture's files; its last checkpoint."""
+    return fit(
+        folder, pooling, "--model.pooling", pooling, "--data.train_file", folder / "train.csv",
+        "--data.validation_file", folder / "dev.csv", "--data.batch_size", "16", "--model.learning_rate", "1e-4",
+    )  # fmt: skip
+
+
+def assert_same_predictions(records: list[dict], probabilities: list[dict[str, float]]) -> None:
+    """Each row's label is bertcls', and its probabilities are within 1e-4 (bertcls rounds them to 6 decimals)."""
+    assert len(probabilities) == len(records)
     largest = 0.0
-    for record, scores in zip(sentiment.bertcls, outputs, strict=True):
-        by_label = {score["label"]: score["score"] for score in scores}
+    for record, by_label in zip(records, probabilities, strict=True):
         assert set(by_label) == set(record["probabilities"])
         assert max(by_label, key=by_label.get) == max(record["probabilities"], key=record["probabilities"].get)
         largest = max(largest, *(abs(by_label[name] - value) for name, value in record["probabilities"].items()))
-    assert largest < 1e-4, largest  # bertcls rounds probabilities to 6 decimals
+    assert largest < 1e-4, largest
+
+
+def pipeline_probabilities(folder: Path, texts: list[str]) -> list[dict[str, float]]:
+    """transformers' own text-classification pipeline on the exported folder: each text's probability per label."""
+    classify = pipeline("text-classification", model=str(folder), top_k=None, device="cpu")
+    outputs = classify(texts, batch_size=16, truncation=True)
+    return [{score["label"]: score["score"] for score in scores} for scores in outputs]
+
+
+def test_pipeline_on_the_exported_folder_gives_bertcls_predictions(sentiment: SimpleNamespace) -> None:
+    assert len(sentiment.bertcls) == 300
+    assert_same_predictions(sentiment.bertcls, pipeline_probabilities(sentiment.exported, sentiment.texts))
     assert sentiment.result["hf_difference"] < 1e-4
 
 
@@ -125,14 +147,73 @@ def test_bertcls_predicts_from_the_exported_folder_as_from_the_checkpoint(sentim
             assert reimported["probabilities"][label] == pytest.approx(value, abs=2e-6)
 
 
-def test_export_refuses_an_existing_folder_and_mean_pooling(sentiment: SimpleNamespace, tmp_path: Path) -> None:
+def test_export_refuses_an_existing_folder(sentiment: SimpleNamespace) -> None:
     exit_ = run_cli("export", sentiment.checkpoint, "--output", sentiment.exported)
     assert isinstance(exit_, SystemExit) and "already exists" in str(exit_.code) and "--overwrite" in str(exit_.code)
-    mean = torch.load(sentiment.checkpoint, map_location="cpu", weights_only=True)
-    mean["hyper_parameters"]["pooling"] = "mean"
-    torch.save(mean, tmp_path / "mean.ckpt")
-    exit_ = run_cli("export", tmp_path / "mean.ckpt", "--output", tmp_path / "out")
-    assert isinstance(exit_, SystemExit) and "pooling 'mean'" in str(exit_.code) and "--onnx-only" in str(exit_.code)
+
+
+@pytest.fixture(scope="module")
+def mean_sentiment(sentiment: SimpleNamespace) -> SimpleNamespace:
+    """The sentiment run again with mean pooling, exported (a sentence-transformers folder, and ONNX) and predicted."""
+    checkpoint = sentiment_fit(sentiment.folder, "mean")
+    exported = sentiment.folder / "exported-mean"
+    result = export([str(checkpoint), "--output", str(exported), "--onnx"])
+    bertcls = predict(sentiment.folder, checkpoint, sentiment.folder / "predict.csv")
+    return SimpleNamespace(checkpoint=checkpoint, exported=exported, result=result, bertcls=bertcls)
+
+
+def test_sentence_transformers_loads_the_mean_pooled_export_without_bertcls(
+    mean_sentiment: SimpleNamespace, sentiment: SimpleNamespace, tmp_path: Path
+) -> None:
+    """A fresh interpreter that never imports bertcls: SentenceTransformer's logits, softmax, bertcls' predictions."""
+    modules = json.loads((mean_sentiment.exported / "modules.json").read_text())
+    assert [module["type"].rsplit(".", 1)[-1] for module in modules] == ["Transformer", "Pooling", "Dense"]
+    assert json.loads((mean_sentiment.exported / "1_Pooling" / "config.json").read_text())["pooling_mode"] == "mean"
+    config = json.loads((mean_sentiment.exported / "config.json").read_text())
+    assert config["bertcls"] == {"task": "single_label", "pooling": "mean", "max_length": MAX_LENGTH}
+    texts = tmp_path / "texts.json"
+    texts.write_text(json.dumps(sentiment.texts))
+    script = (
+        "import json, sys\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        f"folder = {str(mean_sentiment.exported)!r}\n"
+        "model = SentenceTransformer(folder, device='cpu')\n"
+        "labels = json.load(open(folder + '/config.json'))['id2label']\n"
+        "logits = model.encode(json.load(open(sys.argv[1])), batch_size=16, convert_to_tensor=True)\n"
+        "print(json.dumps([{labels[str(i)]: p for i, p in enumerate(row)} for row in logits.softmax(-1).tolist()]))\n"
+        "assert not any(name.startswith('bertcls') for name in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, texts], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    probabilities = json.loads(done.stdout.splitlines()[-1])
+    assert len({max(row, key=row.get) for row in probabilities}) == 2, "the model predicts both labels"
+    assert_same_predictions(mean_sentiment.bertcls, probabilities)
+    assert mean_sentiment.result["st_difference"] < 1e-4 and mean_sentiment.result["onnx_difference"] < 1e-4
+    assert (mean_sentiment.exported / "model.onnx").is_file()
+
+
+def test_bertcls_predicts_from_the_sentence_transformers_folder_as_from_the_checkpoint(
+    mean_sentiment: SimpleNamespace, sentiment: SimpleNamespace
+) -> None:
+    again = predict(sentiment.folder, mean_sentiment.exported, sentiment.folder / "predict.csv")
+    for original, reimported in zip(mean_sentiment.bertcls, again, strict=True):
+        for label, value in original["probabilities"].items():
+            assert reimported["probabilities"][label] == pytest.approx(value, abs=2e-6)
+
+
+def test_mean_pooling_refusals_say_what_to_do(
+    mean_sentiment: SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transformers folder (Python API) names the sentence-transformers folder and ONNX; without the
+    sentence-transformers package, ``bertcls export`` names its extra and ``--onnx-only``."""
+    with pytest.raises(InputError) as refused:
+        export_hf_folder(load_checkpoint(mean_sentiment.checkpoint), tmp_path / "hf", mean_sentiment.checkpoint)
+    for advice in ("sentence-transformers folder", "--onnx", "--model.pooling cls", "docs/export.md"):
+        assert advice in str(refused.value), advice
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # importlib.util.find_spec: not installed
+    exit_ = run_cli("export", mean_sentiment.checkpoint, "--output", tmp_path / "st")
+    assert isinstance(exit_, SystemExit), exit_
+    assert "pip install 'bertcls[sentence-transformers]'" in str(exit_.code) and "--onnx-only" in str(exit_.code)
 
 
 def test_pooler_and_multi_label_heads_map_exactly(tmp_path: Path, tiny_model_dir: Path, real_words: list[str]) -> None:

@@ -11,12 +11,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import run_bertcls_process, run_cli, separable_frame, write_frame
+from helpers import CONFIGS, run_bertcls_process, run_cli, separable_frame, write_frame
 from jsonargparse import Namespace
 
 from bertcls.cli import batching_advice
 from bertcls.data.sampler import BatchingError, LengthBucketBatchSampler
 from bertcls.errors import InputError
+from bertcls.option_parser import suggestions
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,10 @@ def test_bad_callback_intervals_name_the_callback_and_the_option(
         f"trainer:\n  callbacks:\n  - class_path: bertcls.callbacks.{callback}\n    init_args:\n"
         f"      {option}: {value}\n"
     )
-    message = error_line(run_cli(*fit(tiny_model_dir, data, "--config", config)))
+    # Checkpointing on: with it off (fit's default here), checkpoint callbacks are left out unread.
+    message = error_line(
+        run_cli(*fit(tiny_model_dir, data, "--config", config, "--trainer.enable_checkpointing", "true"))
+    )
     assert message.startswith(f"bertcls: error: trainer.callbacks {callback}.{option} {expected}"), message
     assert "configs/callbacks/default.yaml" in message
 
@@ -182,3 +186,86 @@ def test_a_checkpoint_that_is_not_there_is_named(
     args = fit(tiny_model_dir, data) if command == "fit" else [command, "--data.predict_file", data.predict]
     message = error_line(run_cli(*args, "--ckpt_path", missing))
     assert message.startswith(f"bertcls: error: --ckpt_path {missing}: no such file or folder. Give the path"), message
+
+
+# --- set-up: data options, files and folders, option names -----------------------------------------------------
+MALFORMED = Path(__file__).parent / "malformed"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (("--data.max_length", 1024), "data.max_length 1024 is longer than model.model_name '{model}' can read: its "
+         "encoder has 512 positions (max_position_embeddings in its config). Set --data.max_length 512 or less."),
+        (("--data.max_length", 0), "data.max_length 0 leaves no room for text: an input is [CLS] text [SEP]"),
+        (("--data.validation_file", "null", "--data.validation_fraction", 1.5), "data.validation_fraction 1.5: the "
+         "share of the training rows held out for validation (when no data.validation_file is given) must be between"),
+        (("--data.validation_file", "null", "--data.validation_fraction", 0), "data.validation_fraction 0.0: the "),
+        (("--data.train_file", MALFORMED / "one_class.csv"), f"{MALFORMED / 'one_class.csv'}: only one label, 'pos', "
+         "occurs in the training data (column 'label'): a classifier needs examples of at least two labels"),
+        (("--data.train_file", MALFORMED), f"{MALFORMED}: is a folder, not a file. Give the data file inside it"),
+    ],
+    ids=["max_length over the positions", "max_length 0", "validation_fraction 1.5", "validation_fraction 0",
+         "one class", "a folder as the file"],
+)  # fmt: skip
+def test_bad_set_up_stops_before_the_model_loads(
+    tiny_model_dir: Path, data: SimpleNamespace, run_dir: Path, extra: tuple, expected: str
+) -> None:
+    exit_ = run_cli(*fit(tiny_model_dir, data, *extra))
+    message = str(exit_.code) if exit_ is not None else "the command should have stopped with a message"
+    assert message.startswith(("bertcls: error: ", "bertcls: data error: ")) and "Traceback" not in message, message
+    assert expected.format(model=tiny_model_dir) in message, message
+
+
+def test_a_missing_model_folder_is_named_as_a_folder_not_a_hub_id(data: SimpleNamespace, run_dir: Path) -> None:
+    missing = run_dir / "models" / "my-bert"
+    message = error_line(run_cli(*fit(missing, data)))
+    assert message.startswith(f"bertcls: error: model.model_name '{missing}': no such folder"), message
+    assert "not a Hugging Face hub name" in message and "Repo id" not in message
+
+
+def test_a_where_filter_from_another_config_names_data_where(
+    tiny_model_dir: Path, data: SimpleNamespace, run_dir: Path
+) -> None:
+    """The quickstart's `where: {source: rotten_tomatoes}` applied to the user's own file (README's pattern)."""
+    args = ["fit", "--config", CONFIGS / "quickstart.yaml", *fit(tiny_model_dir, data)[1:]]
+    exit_ = run_cli(*args)
+    assert exit_ is not None and str(exit_.code).startswith(f"bertcls: data error: {data.train}: data.where ")
+    assert "filters on column(s) 'source', which it does not have (available columns: text, label)" in str(exit_.code)
+    assert "--data.where null" in str(exit_.code)
+    assert run_cli(*args, "--data.where", "null", "--trainer.max_steps", 1) is None  # and that clears it
+
+
+def test_checkpointing_off_drops_the_checkpoint_callbacks_with_a_note(
+    tiny_model_dir: Path, data: SimpleNamespace, run_dir: Path, lightning_messages: list[str]
+) -> None:
+    callbacks = ("--trainer.callbacks", CONFIGS / "callbacks" / "default.yaml", "--trainer.max_steps", 1)
+    assert run_cli(*fit(tiny_model_dir, data, *callbacks)) is None  # enable_checkpointing false: see fit()
+    assert (
+        "trainer.enable_checkpointing false: no checkpoint is written (left out of trainer.callbacks: BestCheckpoint, "
+        "LastCheckpoint), so this run cannot be resumed (--ckpt_path last)"
+    ) in "\n".join(lightning_messages)
+    assert not list(run_dir.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    ("command", "usage"), [("fit", "usage: bertcls [options] fit "), ("validate-data", "usage: bertcls validate-data ")]
+)
+def test_abbreviated_options_are_refused_with_the_full_name(
+    tiny_model_dir: Path, data: SimpleNamespace, run_dir: Path, capsys: pytest.CaptureFixture, command: str, usage: str
+) -> None:
+    exit_ = run_cli(command, *fit(tiny_model_dir, data)[1:], "--data.text_colum", "text")
+    assert exit_ is not None and exit_.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(usage), stderr[:300]
+    assert f"tip: For details of accepted options run: bertcls {command} --help" in stderr
+    assert "--data.text_colum: did you mean --data.text_column? Options are never abbreviated" in stderr
+
+
+def test_unknown_options_get_the_closest_names() -> None:
+    options = ["--data.text_column", "--data.text_pair_column", "--trainer.max_epochs", "--trainer.max_steps", "--data"]
+    assert suggestions(["--data.text", "--trainer.max_epoch=2", "--data.zzz", "value"], options) == (
+        ". --data.text: did you mean --data.text_column or --data.text_pair_column? --trainer.max_epoch: did you mean "
+        "--trainer.max_epochs? Options are never abbreviated: give their full names."
+    )
+    assert suggestions(["--nothing.close"], options) == ""

@@ -15,7 +15,7 @@ import pytest
 from helpers import write_frame
 
 from bertcls.data.datamodule import ClassificationDataModule
-from bertcls.data.labels import LabelVocabulary
+from bertcls.data.labels import LabelVocabulary, as_label_strings
 from bertcls.data.sources import read_file
 from bertcls.errors import DataError
 
@@ -119,6 +119,12 @@ def test_whole_number_float_labels_read_as_integers(tmp_path: Path, tiny_model_d
     assert module.label_names == ["0", "1"]
 
 
+def test_whole_numbers_written_as_decimals_are_one_label_whatever_their_type() -> None:
+    values = pd.Series(["0", "0.0", 1, 1.0, "2.", "-3.00", "01", "0.5", True], dtype=object)
+    assert as_label_strings(values).tolist() == ["0", "0", "1", "1", "2", "-3", "01", "0.5", "True"]
+    assert LabelVocabulary(("0", "1.0")).ids(pd.Series(["1", "0"])).tolist() == [1, 0]  # names saved as "1.0"
+
+
 # --- data errors ----------------------------------------------------------------------------
 def test_unseen_validation_label_names_file_row_and_label(tmp_path: Path, tiny_model_dir: Path) -> None:
     validation = SAMPLE[SAMPLE["label"] != "neutral"].head(4).copy()
@@ -173,8 +179,11 @@ def test_missing_text_names_the_row(tmp_path: Path, tiny_model_dir: Path) -> Non
 def test_unreadable_files_raise_data_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="file not found"):
         read_file(str(tmp_path / "absent.csv"))
-    (tmp_path / "data.xlsx").write_text("x")
-    with pytest.raises(DataError, match=r"suffix '\.xlsx'"):
+    (tmp_path / "data.xml").write_text("x")
+    with pytest.raises(DataError, match=r"suffix '\.xml'"):
+        read_file(str(tmp_path / "data.xml"))
+    (tmp_path / "data.xlsx").write_text("x")  # named by its suffix, with the way to CSV
+    with pytest.raises(DataError, match=r"is an Excel workbook: save the sheet as CSV"):
         read_file(str(tmp_path / "data.xlsx"))
     (tmp_path / "broken.parquet").write_text("not parquet")
     with pytest.raises(DataError, match="could not be parsed as PARQUET"):

@@ -124,6 +124,46 @@ def test_bf16_autocast_on_the_cpu_keeps_the_predictions(model: SimpleNamespace, 
     assert (labels32[clear] == labels16[clear]).all()
 
 
+def test_int8_quantization_keeps_the_labels(
+    model: SimpleNamespace, tmp_path: Path, lightning_messages: list[str]
+) -> None:
+    """``--model.quantize int8`` (the lever of CPUs without bf16 units): the linear layers run in int8, every row
+    is predicted, the probabilities move a little and the labels stay."""
+    exact, fast = tmp_path / "fp32.jsonl", tmp_path / "int8.jsonl"
+    assert predict(model.checkpoint, model.file, exact) is None
+    assert predict(model.checkpoint, model.file, fast, "--model.quantize", "int8") is None
+    assert any("13 linear layers quantized to int8" in message for message in lightning_messages)
+    exact_records, fast_records = read_jsonl(exact), read_jsonl(fast)
+    assert [record["row"] for record in fast_records] == list(range(ROWS))
+    names = list(exact_records[0]["probabilities"])
+    p32 = np.array([[record["probabilities"][name] for name in names] for record in exact_records])
+    p8 = np.array([[record["probabilities"][name] for name in names] for record in fast_records])
+    assert 0 < np.abs(p32 - p8).max() < 5e-2, "int8 must change the arithmetic, and only a little"
+    assert [r["label"] for r in exact_records] == [r["label"] for r in fast_records]
+
+
+def test_int8_onnx_export_runs_in_onnx_runtime_with_the_same_labels(
+    model: SimpleNamespace, tmp_path: Path, minilm_tokenizer
+) -> None:
+    """``bertcls export --onnx-only --quantize int8``: model.int8.onnx (int8 weights, a quarter of the size) beside
+    model.onnx, with the checkpoint's labels on export's sentences and on the texts here; without an ONNX output
+    the option is refused."""
+    pytest.importorskip("onnxruntime")
+    from bertcls.commands.export import export
+    from bertcls.export.onnx_int8 import label_agreement
+
+    exit_ = run_cli("export", model.checkpoint, "--output", tmp_path / "hf", "--quantize", "int8")
+    assert isinstance(exit_, SystemExit) and "no ONNX model was asked for: add --onnx" in str(exit_.code)
+    result = export([str(model.checkpoint), "--output", str(tmp_path / "onnx"), "--onnx-only", "--quantize", "int8"])
+    assert result["int8_agreement"] == 1.0
+    int8 = tmp_path / "onnx" / "model.int8.onnx"
+    assert int8.stat().st_size < 0.5 * (tmp_path / "onnx" / "model.onnx").stat().st_size
+    classifier = BertClassifier.load_from_checkpoint(model.checkpoint, map_location="cpu").eval()
+    encoded = minilm_tokenizer(model.texts, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
+    batch = dict(encoded)
+    assert label_agreement(classifier, int8, batch) == (ROWS, ROWS)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 

@@ -27,7 +27,7 @@ from helpers import CONFIGS, REPO_ROOT, separable_frame, write_frame
 from lightning.pytorch.demos.boring_classes import BoringModel, RandomIterableDataset
 from torch.utils.data import DataLoader
 
-from bertcls.callbacks import ProgressBar
+from bertcls.callbacks import ProgressBar, Throughput
 
 TRAIN_ROWS, BATCH_SIZE, EVERY = 80, 8, 3  # 10 batches per epoch: plain lines after batches 3, 6 and 9
 CLOCK = r"\d+:\d\d"
@@ -165,9 +165,11 @@ class LoggingModel(BoringModel):
         return DataLoader(RandomIterableDataset(32, 6))  # no length: the total is unknown
 
 
-def boring_trainer(root: Path, every_n_steps: int, **kwargs: object) -> L.Trainer:
+def boring_trainer(
+    root: Path, every_n_steps: int, callbacks: list[L.Callback] | None = None, **kwargs: object
+) -> L.Trainer:
     return L.Trainer(
-        callbacks=[ProgressBar(every_n_steps=every_n_steps)],
+        callbacks=callbacks or [ProgressBar(every_n_steps=every_n_steps)],
         default_root_dir=root,
         accelerator="cpu",
         logger=False,
@@ -201,6 +203,64 @@ def test_loader_without_length_and_metric_formats(tmp_path: Path, capsys: pytest
     metrics = r"loss \d+\.\d{4}  samples/s 54\.2  tokens/s 2310  padding 87\.3%"
     for line, step in zip(lines[1:], (2, 4, 6), strict=True):
         assert re.fullmatch(rf"epoch 1/1  step {step}  {metrics}  elapsed {CLOCK}", line), line
+
+
+class MaskedModel(BoringModel):
+    """``BoringModel`` on batches with an ``attention_mask``, as ``Throughput`` measures them."""
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"loss": self.step(batch["x"])}
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader([{"x": torch.randn(32), "attention_mask": torch.ones(4, dtype=torch.long)}] * 64)
+
+
+class FakeClock(L.Callback):
+    """The progress bar's clock: far from zero (a machine's uptime), two seconds more at each training batch."""
+
+    def __init__(self) -> None:
+        self.now = 86_400.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def on_train_batch_start(self, *args: object) -> None:
+        self.now += 2.0
+
+
+class SaveAt(L.Callback):
+    def __init__(self, step: int, path: Path) -> None:
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+
+
+def test_lines_after_a_resume_count_from_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Resumed at step 20 of 64: elapsed since the resume (said so), the ETA at this process's speed (2 s a batch),
+    no speed before Throughput's first window since the resume (batch 40); the next epoch counts from its start."""
+    checkpoint = tmp_path / "step20.ckpt"
+    options = {"max_epochs": 1, "limit_val_batches": 0}
+    boring_trainer(tmp_path, 1000, callbacks=[SaveAt(20, checkpoint)], **options).fit(MaskedModel())
+    capsys.readouterr()
+    clock = FakeClock()
+    callbacks = [Throughput(window=20), ProgressBar(every_n_steps=10), clock]  # the order of the callbacks config
+    trainer = boring_trainer(tmp_path, 10, callbacks=callbacks, **options | {"max_epochs": 2})
+    with mock.patch("bertcls.callbacks.progress.time", clock):
+        trainer.fit(MaskedModel(), ckpt_path=checkpoint)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "training  2 epochs  64 batches per epoch  resuming at epoch 1, step 20"
+    speed = r"samples/s \d+\.\d"
+    expected = [
+        r"epoch 1/2  step 30/64 \(46\.9%\)  samples/s measuring  elapsed 0:20 since the resume  eta 1:08",
+        rf"epoch 1/2  step 40/64 \(62\.5%\)  {speed}  .*  elapsed 0:40 since the resume  eta 0:48",
+        rf"epoch 1/2  step 50/64 \(78\.1%\)  {speed}  .*  elapsed 1:00 since the resume  eta 0:28",
+        rf"epoch 1/2  step 60/64 \(93\.8%\)  {speed}  .*  elapsed 1:20 since the resume  eta 0:08",
+        rf"epoch 2/2  step 10/64 \(15\.6%\)  {speed}  .*  elapsed 0:20  eta 1:48",  # epoch 1's last window
+    ]
+    for line, pattern in zip(lines[1:6], expected, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
 
 
 def test_non_zero_ranks_print_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from helpers import CONFIGS, run_cli, separable_frame, write_frame
 
 from bertcls.data.conll import read_conll
+from bertcls.data.datamodule import ClassificationDataModule
 from bertcls.data.sources import ROW_COLUMN, ReadOptions, SplitSource, read_source
 from bertcls.tasks.token.tag_scheme import broken_entities, unprefixed_tags
 
@@ -91,6 +93,94 @@ CASES = {
          "doc_id"],
         ["repeated ids ['a'] in data.id_column 'doc_id' at row 1, 3"],
     ),
+    "JSON object or list as a label": (
+        ["--data.train_file", CORPUS / "structured_label.jsonl"],
+        ["a label that is a list or an object, not one value, in column 'label' at row 2, 3", "data.task: multi_label"],
+    ),
+    "repeated column name": (
+        ["--data.train_file", CORPUS / "repeated_column.csv"],
+        ["the header (line 1) names more than one column 'text' (columns 1, 3)"],
+    ),
+    "multi-label delimiter that never occurs": (
+        ["--data.task", "multi_label", "--data.train_file", CORPUS / "label_delimiter.tsv", "--data.label_column",
+         "labels"],
+        ["labels joined by ';', while data.label_delimiter ',' occurs in no row", "at row 1",
+         "set data.label_delimiter: ';'"],
+    ),
+    "text of invisible characters": (
+        ["--data.train_file", CORPUS / "invisible_text.csv"],
+        ["a text of only invisible characters (control, zero-width or NUL) in column 'text' at row 2, 3"],
+    ),
+    "texts that are not strings (JSON)": (
+        ["--data.train_file", CORPUS / "non_string_text.jsonl"],
+        ["a text that is not a string (a list, a number) in column 'text' at row 1, 3", "data.task: token"],
+    ),
+    "texts that are not strings (Parquet)": (
+        ["--data.train_file", CORPUS / "numbers_as_text.parquet"],
+        ["a text that is not a string (a number) in column 'text' at row 1, 2, 3"],
+    ),
+    "empty JSON Lines file": (
+        ["--data.train_file", CORPUS / "empty.jsonl"], ["empty.jsonl: holds no rows (the file is empty)"]
+    ),
+    "gzip-compressed file": (
+        ["--data.train_file", CORPUS / "gzipped.csv"], ["is gzip-compressed (it starts with the bytes 1f 8b)", "gunzip"]
+    ),
+    "Excel workbook (a ZIP archive)": (
+        ["--data.train_file", CORPUS / "workbook.csv"], ["is a ZIP archive", "Excel workbook", "CSV UTF-8"]
+    ),
+    "UTF-16 file": (
+        ["--data.train_file", CORPUS / "utf16.csv"],
+        ["is UTF-16 text (it starts with the byte-order mark ff fe), not UTF-8", "iconv -f utf-16 -t utf-8"],
+    ),
+    "semicolon-separated CSV": (
+        ["--data.train_file", CORPUS / "semicolons.csv"],
+        ["Available columns: text;label", "looks ';'-separated", "data.csv_delimiter: ';'"],
+    ),
+    "training data of one class": (
+        ["--data.train_file", CORPUS / "one_class.csv"],
+        ["only one label, 'pos', occurs in the training data (column 'label')", "at least two labels"],
+    ),
+    "multi-label training data of one label": (
+        ["--data.task", "multi_label", "--data.train_file", CORPUS / "one_class.csv"],
+        ["only one label, 'pos', occurs", "use data.task single_label with two labels"],
+    ),
+}  # fmt: skip
+# Awkward input that a run must accept, and what validate-data then says.
+ACCEPTED = {
+    "JSON Lines with a byte-order mark": (
+        ["--data.train_file", CORPUS / "byte_order_mark.jsonl"], ["2 rows, ok", "labels: neg, pos"]
+    ),
+    "whole numbers written as decimals": (
+        ["--data.train_file", CORPUS / "decimal_labels.csv"], ["4 rows, ok", "labels: 0, 1\n"]
+    ),
+    "semicolon-separated CSV with data.csv_delimiter": (
+        ["--data.train_file", CORPUS / "semicolons.csv", "--data.csv_delimiter", ";"],
+        ["2 rows, ok", "labels: neg, pos"],
+    ),
+    "labels spelt in another case, warned about": (
+        ["--data.train_file", CORPUS / "label_spellings.csv"],
+        ["note: ", "warning: labels in column 'label' that differ from a more frequent one only in case or "
+         "surrounding spaces ('Pos' beside 'pos', 'neg ' beside 'neg'; 2 of 6)", "data.normalize_labels: true",
+         "labels: Pos, neg, neg , pos"],
+    ),
+    "labels spelt in another case, normalized": (
+        ["--data.train_file", CORPUS / "label_spellings.csv", "--data.normalize_labels", "true"],
+        ["read 2 labels in another spelling (data.normalize_labels): 'Pos' as 'pos', 'neg ' as 'neg'",
+         "labels: neg, pos\n"],
+    ),
+    "labels that look like free text (columns swapped), warned about": (
+        ["--data.train_file", CORPUS / "free_text_labels.csv"],
+        ["warning: the labels in column 'label' look like free text (4 of 4 have 4 or more words, e.g. 'a great "
+         "film with a lovely cast')", "Is data.label_column a text column?"],
+    ),
+    "labels that almost all occur once (an id column), warned about": (
+        ["--data.train_file", CORPUS / "id_labels.csv"],
+        ["warning: 12 of the 12 labels in column 'label' occur in one row only", "Check data.label_column"],
+    ),
+    "validation file that is the training file, warned about": (
+        ["--data.train_file", TRAIN, "--data.validation_file", TRAIN],
+        ["warning: the validation data is the same as the training data", "4 of its 4 examples (100%)"],
+    ),
 }  # fmt: skip
 
 
@@ -112,6 +202,16 @@ def test_validate_data_names_the_file_the_rows_and_the_fix(
     assert code != 0, output
     checked = [value for value in args if isinstance(value, Path) and value != TRAIN and value.suffix != ".txt"]
     assert str(checked[0]) in output
+    for part in expected:
+        assert part in output
+
+
+@pytest.mark.parametrize(("args", "expected"), ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_validate_data_accepts_awkward_input_and_says_what_it_read(
+    capsys: pytest.CaptureFixture, tiny_model_dir: Path, args: list, expected: list[str]
+) -> None:
+    code, output = validate_data(capsys, tiny_model_dir, *args)
+    assert code == 0, output
     for part in expected:
         assert part in output
 
@@ -197,6 +297,19 @@ def test_fit_skips_invalid_rows_and_logs_the_count(
     assert metrics["data/train_skipped_invalid"].dropna().tolist() == [4]
 
 
+def test_fit_reads_label_spellings_as_one_label_when_asked(
+    run_dir: Path, tiny_model_dir: Path, real_words: list[str], lightning_messages: list[str]
+) -> None:
+    frame = separable_frame(real_words, 200, seed=2)
+    frame.loc[[1, 2], "label"] = frame.loc[[1, 2], "label"].str.upper()
+    frame.loc[5, "label"] += " "
+    train = write_frame(frame, run_dir / "train.csv")
+    assert run_cli(*fit_args(tiny_model_dir, train, "--data.normalize_labels", "true")) is None
+    assert any("labels in another spelling (data.normalize_labels)" in message for message in lightning_messages)
+    last = next(run_dir.glob("checkpoints/skip/*/checkpoints/last.ckpt"))
+    assert torch.load(last, map_location="cpu", weights_only=True)["hyper_parameters"]["label_names"] == ["neg", "pos"]
+
+
 def test_fit_checks_the_test_file_before_training(run_dir: Path, tiny_model_dir: Path, real_words: list[str]):
     train = write_frame(separable_frame(real_words, 64, seed=1), run_dir / "train.csv")
     exit_ = run_cli(*fit_args(tiny_model_dir, train, "--data.test_file", CORPUS / "missing_label.csv"))
@@ -261,3 +374,24 @@ def test_bad_data_stops_fit_before_the_model_loads(tmp_path: Path, tiny_model_di
     exit_ = run_cli("fit", "--config", CONFIGS / "quickstart.yaml", "--model.model_name", model, "--data.train_file",
                     TRAIN, "--data.validation_file", "null", "--data.where", "null")  # fmt: skip
     assert str(exit_.code).startswith(f"bertcls: error: model.model_name '{model}': its weights file could not be read")
+
+
+def test_fit_warns_when_the_validation_file_repeats_the_training_rows(
+    tmp_path: Path, tiny_model_dir: Path, real_words: list[str], lightning_messages: list[str]
+) -> None:
+    """fit compares the splits as tokenized (also when read from the cache); validate-data compares their texts."""
+    train = write_frame(separable_frame(real_words, 20, seed=1), tmp_path / "train.csv")
+    unrelated = write_frame(separable_frame(real_words, 10, seed=2), tmp_path / "dev.csv")
+    for validation, warned in ((train, True), (unrelated, False)):
+        lightning_messages.clear()
+        datamodule = ClassificationDataModule(
+            train_file=str(train), validation_file=str(validation), tokenizer=str(tiny_model_dir), max_length=16
+        )
+        datamodule.setup("fit")
+        warnings = [message for message in lightning_messages if "warning: the validation data" in message]
+        assert warnings == (
+            [f"{train}: warning: the validation data is the same as the training data ({train}): 20 of its 20 "
+             "examples (100%) also occur there, so validation scores (and the best checkpoint) measure memorisation. "
+             "Give a validation file without the training rows, or leave data.validation_file out to hold out "
+             "data.validation_fraction of the training rows."] if warned else []
+        )  # fmt: skip

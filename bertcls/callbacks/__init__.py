@@ -1,6 +1,7 @@
 """Lightning callbacks that bertcls adds to the Trainer."""
 
 from bertcls.callbacks.checkpoint import BestCheckpoint
+from bertcls.callbacks.final_validation import FinalValidation
 from bertcls.callbacks.last_checkpoint import LastCheckpoint
 from bertcls.callbacks.predictions import PredictionWriter
 from bertcls.callbacks.preemption import Preemption
@@ -11,6 +12,7 @@ from bertcls.callbacks.throughput import Throughput
 
 __all__ = [
     "BestCheckpoint",
+    "FinalValidation",
     "LastCheckpoint",
     "PredictionWriter",
     "Preemption",

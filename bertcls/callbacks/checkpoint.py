@@ -20,8 +20,13 @@ class BestCheckpoint(ModelCheckpoint):
     and the engine writes its optimizer shards into the folder as well (DeepSpeed has no weights-only save).
     """
 
-    def __init__(self, monitor: str | None = "task", mode: str = "max", **kwargs) -> None:
-        super().__init__(monitor=monitor, mode=mode, **kwargs)
+    def __init__(
+        self, monitor: str | None = "task", mode: str = "max", save_on_train_epoch_end: bool | None = False, **kwargs
+    ) -> None:
+        # False: save at validation end, not at the training epoch's end (Lightning's choice when validating once an
+        # epoch). Lightning runs checkpoint callbacks last, so a Preemption save at the epoch's end would come first
+        # and stop the run before the epoch's best checkpoint was written, and without its score in last.ckpt.
+        super().__init__(monitor=monitor, mode=mode, save_on_train_epoch_end=save_on_train_epoch_end, **kwargs)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.monitor == "task":

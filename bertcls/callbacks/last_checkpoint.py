@@ -72,7 +72,7 @@ class LastCheckpoint(Checkpoint):
         if writes_folders(trainer.strategy):
             save_into_slot(trainer, path)
         else:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)  # the full state, on purpose (Lightning asks)
         self._saved_at = trainer.global_step
         self._saved_time = time.monotonic()
         self._due = False
@@ -86,8 +86,10 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         self._due = self._due or self._steps_due(trainer) or self._time_due(trainer)
-        # The epoch's own save follows its validation (see validation_comes_next).
-        if self._due and at_step_boundary(trainer) and not validation_comes_next(trainer):
+        # The epoch's own save follows its validation (see validation_comes_next), and so does the save at the end
+        # of training (FinalValidation validates there): a save before it would resume into a run with nothing left.
+        ends = validation_comes_next(trainer) or training_ends_after_this_batch(trainer)
+        if self._due and at_step_boundary(trainer) and not ends:
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -143,6 +145,14 @@ def validation_comes_next(trainer: L.Trainer) -> bool:
     return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
 
 
+def training_ends_after_this_batch(trainer: L.Trainer) -> bool:
+    """Whether fit ends after the batch just trained: it reached ``max_steps``, or it was the last epoch's last."""
+    if 0 <= trainer.max_steps <= trainer.global_step:
+        return True
+    last_epoch = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch + 1
+    return last_epoch and validation_comes_next(trainer)
+
+
 def writes_folders(strategy: Strategy) -> bool:
     """Whether the strategy saves a checkpoint as a folder of shards rather than as one file."""
     # Lightning has no public flag for it; FSDP's choice is its (private) ``_state_dict_type``.
@@ -154,7 +164,7 @@ def save_into_slot(trainer: L.Trainer, link: Path) -> None:
     slots = [link.with_name(f"{link.stem}-{name}{link.suffix}") for name in ("a", "b")]
     current = os.readlink(link) if link.is_symlink() else None
     slot = slots[1] if current == slots[0].name else slots[0]
-    trainer.save_checkpoint(slot)  # collective: every rank has read the link before any goes on
+    trainer.save_checkpoint(slot, weights_only=False)  # collective: every rank has read the link before any goes on
     if trainer.is_global_zero:
         if link.exists() and not link.is_symlink():  # a folder written before slots were used
             shutil.rmtree(link)

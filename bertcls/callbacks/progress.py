@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from rich.console import Console
 
+from bertcls.callbacks.throughput import Throughput
 from bertcls.errors import InputError
 
 # Progress-bar metrics under a short name (known ones first, in this order), and their format in plain lines.
@@ -33,6 +34,10 @@ class ProgressBar(RichProgressBar):
     one after each validation with its ``val/`` metrics, and for test and predict one every ``every_n_steps``
     batches and one at the end. Nothing during the sanity check. On both, ``v_num`` is hidden and metrics
     get short names (``train/loss`` is ``loss``, ``speed/samples_per_sec`` is ``samples/s``).
+
+    After a resume in the middle of an epoch, elapsed time counts from the resume ("since the resume") and the ETA
+    comes from the speed since then; until ``Throughput`` has measured a window, the line says
+    ``samples/s measuring``. The ETA runs to the epoch's end, or to ``max_steps`` where training stops sooner.
     """
 
     def __init__(self, every_n_steps: int = 50, refresh_rate: int = 100, leave: bool = False) -> None:
@@ -44,8 +49,9 @@ class ProgressBar(RichProgressBar):
         super().__init__(refresh_rate=refresh_rate, leave=leave)
         self.every_n_steps = every_n_steps
         self._plain: bool | None = None  # None until setup
-        self._started = 0.0  # of the epoch, or of the test / predict run
+        self._started = 0.0  # of the epoch (or of this process's training, resumed in the epoch), or of test / predict
         self._batches = 0  # batches since then
+        self._resumed = False  # the clock started at a resume in the middle of the epoch
 
     @property
     def is_enabled(self) -> bool:  # the rich bar's switch: off in a log file
@@ -72,9 +78,10 @@ class ProgressBar(RichProgressBar):
         self._started, self._batches = time.monotonic(), 0
 
     def _timing(self, done: int = 0, total: float = math.inf) -> str:
-        """Time since the clock started and, with a known total, the time the remaining batches need."""
+        """Time since the clock started and, with a known total, the time the remaining batches need at the speed
+        measured since then."""
         elapsed = time.monotonic() - self._started
-        text = f"elapsed {_clock(elapsed)}"
+        text = f"elapsed {_clock(elapsed)}" + (" since the resume" if self._resumed else "")
         if math.isfinite(total) and self._batches:
             text += f"  eta {_clock(max(total - done, 0) * elapsed / self._batches)}"
         return text
@@ -88,10 +95,14 @@ class ProgressBar(RichProgressBar):
         resume = f"resuming at epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
         count = "1 epoch" if epochs == 1 else f"{epochs} epochs"
         self._say(trainer, "training", count, per_epoch, limit, resume if trainer.global_step else "")
+        # Lightning calls on_train_epoch_start only when an epoch starts, not in an epoch resumed in its middle.
+        self._restart_clock()
+        self._resumed = trainer.global_step > 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
         self._restart_clock()
+        self._resumed = False
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -100,10 +111,13 @@ class ProgressBar(RichProgressBar):
         self._batches += 1
         if self._plain and (batch_idx + 1) % self.every_n_steps == 0:
             total = self.total_train_batches
-            metrics = self.get_metrics(trainer, pl_module).items()
-            shown = [_metric(name, value) for name, value in metrics if not name.startswith("val/")]
+            metrics = self.get_metrics(trainer, pl_module)
+            if "samples/s" not in metrics and any(isinstance(callback, Throughput) for callback in trainer.callbacks):
+                metrics["samples/s"] = "measuring"  # its first window of this process is not done
+            shown = [_metric(name, value) for name, value in metrics.items() if not name.startswith("val/")]
             position = _position("step", batch_idx + 1, total)
-            self._say(trainer, _epoch(trainer), position, *shown, self._timing(batch_idx + 1, total))
+            end = min(total, batch_idx + 1 + _batches_to_max_steps(trainer))
+            self._say(trainer, _epoch(trainer), position, *shown, self._timing(batch_idx + 1, end))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -128,9 +142,9 @@ class ProgressBar(RichProgressBar):
         super().on_test_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
         self._eval_batch_end(trainer, "test", trainer.num_test_batches, batch_idx, dataloader_idx)
 
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_test_end(trainer, pl_module)
-        self._say(trainer, "test", f"finished {self._batches} batches", self._timing())
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_test_epoch_end(trainer, pl_module)
+        self._say(trainer, "test", _finished(self._batches), self._timing())  # before the model's report
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_predict_start(trainer, pl_module)
@@ -148,9 +162,9 @@ class ProgressBar(RichProgressBar):
         super().on_predict_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
         self._eval_batch_end(trainer, "predict", trainer.num_predict_batches, batch_idx, dataloader_idx)
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_predict_end(trainer, pl_module)
-        self._say(trainer, "predict", f"finished {self._batches} batches", self._timing())
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_predict_epoch_end(trainer, pl_module)
+        self._say(trainer, "predict", _finished(self._batches), self._timing())  # before where they were written
 
     def _eval_batch_end(self, trainer: L.Trainer, name: str, totals: list, batch_idx: int, loader: int) -> None:
         self._batches += 1
@@ -163,6 +177,17 @@ class ProgressBar(RichProgressBar):
 def _epoch(trainer: L.Trainer) -> str:
     epochs = trainer.max_epochs
     return f"epoch {trainer.current_epoch + 1}" + (f"/{epochs}" if epochs is not None and epochs > 0 else "")
+
+
+def _batches_to_max_steps(trainer: L.Trainer) -> float:
+    """The training batches left until ``max_steps`` (about: a partial accumulation counts whole), or infinity."""
+    if trainer.max_steps < 0:
+        return math.inf
+    return max(trainer.max_steps - trainer.global_step, 0) * trainer.accumulate_grad_batches
+
+
+def _finished(batches: int) -> str:
+    return f"finished {batches} batch" + ("" if batches == 1 else "es")
 
 
 def _position(name: str, done: int, total: float) -> str:

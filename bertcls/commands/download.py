@@ -83,7 +83,7 @@ def option_parser() -> argparse.ArgumentParser:
 def download(argv: list[str]) -> dict[str, Any]:
     """Run the command; return the manifest it wrote."""
     options, rest = option_parser().parse_known_args(argv)
-    config = parse_run_config(rest)
+    config = parse_run_config(rest, "bertcls download")
     if hub_constants.HF_HUB_OFFLINE:
         print("HF_HUB_OFFLINE is set: only the local Hugging Face cache is checked, nothing is downloaded.")
     artefacts = [

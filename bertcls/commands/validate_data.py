@@ -42,7 +42,7 @@ def option_parser() -> argparse.ArgumentParser:
 def validate(argv: list[str]) -> int:
     """Print what each split holds and what is wrong with it; return the exit status."""
     options, rest = option_parser().parse_known_args(argv)
-    config = parse_run_config(rest)
+    config = parse_run_config(rest, "bertcls validate-data")
     data = strip_meta(config.data).as_dict()
     data["skip_invalid"] = skip = options.skip_invalid or bool(data.get("skip_invalid"))
     datamodule = ClassificationDataModule(**data)

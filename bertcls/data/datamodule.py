@@ -10,6 +10,7 @@ from typing import Any
 import datasets
 import lightning as L
 import numpy as np
+import pandas as pd
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
@@ -38,7 +39,15 @@ from bertcls.data.sources import (
     select,
     source_fingerprint,
 )
+from bertcls.data.split_checks import (
+    check_label_variety,
+    encoded_hashes,
+    label_spread_notes,
+    overlap_note,
+    text_hashes,
+)
 from bertcls.data.stdin import STDIN, stdin_texts_file
+from bertcls.data.texts import DEFAULT_TEXT_SEPARATOR, TextColumn, as_text_column, text_name, text_parts
 from bertcls.data.validation import CheckedRows, drop_or_raise
 from bertcls.errors import DataError, InputError
 from bertcls.paths import resolve_location
@@ -72,13 +81,25 @@ class ClassificationDataModule(L.LightningDataModule):
         file_format: read every file as ``csv``, ``tsv``, ``jsonl``, ``parquet`` or ``conll`` whatever its
             suffix (default: from the suffix; ``.txt`` is TSV, or CoNLL for the token task).
         column_names: names for the columns of CSV/TSV files without a header row.
-        text_column, text_pair_column: the text (and the second text of a pair; empty for none). Both are
-            plain strings, so a name like ``#1 String`` (MRPC) needs only YAML quotes.
+        csv_delimiter: the field separator of CSV files, when not a comma (``";"``, as spreadsheets save CSV in many
+            locales); one character.
+        text_column, text_pair_column: the text (and the second text of a pair; empty for none): a column name (a
+            plain string, so a name like ``#1 String`` (MRPC) needs only YAML quotes), or a list of columns joined
+            into one text, e.g. ``[title, description]`` (not for the token task). Each row joins the parts that
+            hold text; an empty part is left out with its separator (``bertcls.data.texts``).
+        text_separator: what joins the parts of a text given as a list of columns. Unset: the training run's when the
+            CLI evaluates or predicts from a checkpoint, else a space (``bertcls fit`` shows it in
+            ``--print_config``): a WordPiece tokenizer adds nothing for it, so the model reads one passage, as
+            Hugging Face's examples join a title and a body. ``" [SEP] "`` gives BERT its separator token between
+            the parts instead (one more token per part).
         label_column: the label (single-label, pair) or labels (multi-label: a list, or a delimited string
             split at ``label_delimiter``); ``label_columns``: multi-label as one 0/1 column per label.
         labels_are_indices: label values are 0-based positions in the label names (GoEmotions' "2,27").
         label_names_file: the label names, one per line (when not given by ``model.label_names``).
         drop_labels: labelled rows whose label is one of these are dropped and counted (SNLI's "-").
+        normalize_labels: read labels that differ only in case or surrounding whitespace ("Pos", "neg ") as one:
+            the label name they match, or in the training split their most frequent spelling (without it such
+            spellings stop the run). Single-label, pair and multi-label tasks.
         tokens_column, tags_column: the token task's word and tag lists (CoNLL files provide both).
         id_column: predict: a column of unique row ids, copied to each prediction's ``id`` (default: the
             0-based row number).
@@ -119,14 +140,17 @@ class ClassificationDataModule(L.LightningDataModule):
         hub_splits: dict[str, str] | None = None,
         file_format: str | None = None,
         column_names: list[str] | None = None,
-        text_column: str = "text",
-        text_pair_column: str = "",
+        csv_delimiter: str | None = None,
+        text_column: str | list[str] = "text",
+        text_pair_column: str | list[str] = "",
+        text_separator: str | None = None,
         label_column: str = "label",
         label_columns: list[str] | None = None,
         label_delimiter: str = ",",
         labels_are_indices: bool = False,
         label_names_file: str | None = None,
         drop_labels: list[str] | None = None,
+        normalize_labels: bool = False,
         tokens_column: str = "tokens",
         tags_column: str = "tags",
         id_column: str | None = None,
@@ -152,13 +176,18 @@ class ClassificationDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(ignore=["trust_remote_code"])
         self.trust_remote_code = trust_remote_code
-        max_length = self.hparams.max_length = max_length or DEFAULT_MAX_LENGTH  # checkpoints keep the number
+        # Checkpoints keep the number; 0 is refused below, not read as unset.
+        max_length = self.hparams.max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
         self.task = get_task(task)
+        text, pair = as_text_column(text_column) or "", as_text_column(text_pair_column)
+        self.task.check_text_columns(text, pair)
+        separator = DEFAULT_TEXT_SEPARATOR if text_separator is None else text_separator
+        self.hparams.text_separator = separator  # checkpoints keep the string the texts were joined with
         files = {"train": train_file, "validation": validation_file, "test": test_file, "predict": predict_file}
         hub_names = (hub_splits or default_hub_splits(hub_dataset, hub_config)) if hub_dataset else {}
         self.sources: dict[str, SplitSource] = {}
         if predict_file == STDIN:
-            text_pair_column = self._stdin_source(text_column, text_pair_column, id_column)
+            pair = self._stdin_source(text, pair, id_column)
         for split in SPLITS:
             if split in self.sources:
                 continue
@@ -167,10 +196,14 @@ class ClassificationDataModule(L.LightningDataModule):
             elif hub_dataset and split in hub_names:
                 self.sources[split] = SplitSource(hub_dataset, hub_names[split], hub_config)
         if not 0 < validation_fraction < 1:
-            raise ValueError(f"data.validation_fraction must be between 0 and 1, got {validation_fraction}")
+            raise InputError(
+                f"data.validation_fraction {validation_fraction}: the share of the training rows held out for "
+                "validation (when no data.validation_file is given) must be between 0 and 1, e.g. 0.1."
+            )
         self.spec = DataSpec(
-            text_column=text_column,
-            text_pair_column=text_pair_column or None,
+            text_column=text,
+            text_pair_column=pair,
+            text_separator=separator,
             label_column=label_column,
             label_columns=tuple(label_columns) if label_columns else None,
             label_delimiter=label_delimiter,
@@ -183,12 +216,14 @@ class ClassificationDataModule(L.LightningDataModule):
             long_inputs=long_inputs,
             window_stride=window_stride,
         )
+        check_max_length(max_length, len(self.spec.texts))
         self.read_options = ReadOptions(
             file_format,
             self.task.txt_format,
             tuple(column_names) if column_names else None,
-            text_columns=tuple(column for column in (text_column, text_pair_column) if column),
+            text_columns=tuple(part for column in self.spec.texts for part in text_parts(column)),
             skip_bad_lines=skip_invalid,
+            csv_delimiter=check_csv_delimiter(csv_delimiter),
         )
         self.cache = EncodingCache(cache_dir, cache_lock)
         names = label_names or (_read_label_names(label_names_file) if label_names_file else None)
@@ -202,8 +237,13 @@ class ClassificationDataModule(L.LightningDataModule):
         self._fingerprints: dict[str, str] = {}
         self._tokenizer_fingerprint = ""
 
-    def _stdin_source(self, text_column: str, text_pair_column: str, id_column: str | None) -> str:
-        """Read standard input into the predict source; returns the text pair column (``text_pair`` by default)."""
+    def _stdin_source(
+        self, text_column: TextColumn, text_pair_column: TextColumn | None, id_column: str | None
+    ) -> TextColumn | None:
+        """Read standard input into the predict source; returns the text pair column (``text_pair`` by default).
+
+        A line holds one field per source column of the texts, tab-separated: ``title<TAB>description`` for
+        ``text_column: [title, description]``."""
         if id_column:
             raise InputError(
                 "data.id_column: standard input has no columns, only one text per line; leave data.id_column unset "
@@ -211,8 +251,10 @@ class ClassificationDataModule(L.LightningDataModule):
             )
         if self.task.name == "pair":
             text_pair_column = text_pair_column or "text_pair"
-        pair = [text_pair_column] if text_pair_column and self.task.name != "token" else []
-        self.sources["predict"] = SplitSource(stdin_texts_file([text_column, *pair]), stdin=True)
+        texts = [text_column] + ([text_pair_column] if text_pair_column and self.task.name != "token" else [])
+        joined = any(not isinstance(text, str) for text in texts)  # fields of joined texts may be empty
+        columns = [part for text in texts for part in text_parts(text)]
+        self.sources["predict"] = SplitSource(stdin_texts_file(columns, joined), stdin=True)
         return text_pair_column
 
     # --- what the model needs to know -------------------------------------------------------
@@ -260,7 +302,14 @@ class ClassificationDataModule(L.LightningDataModule):
             labels=list(vocabulary.names) if vocabulary else "from-this-split",
             # Only when set, so that the keys of every other split stay those of earlier versions.
             **({"ids": self.hparams.id_column} if split == "predict" and self.hparams.id_column else {}),
+            **({"normalize_labels": True} if self.hparams.normalize_labels and split != "predict" else {}),
+            **({"text_separator": self.spec.text_separator} if self._joins_texts else {}),
+            **({"csv_delimiter": self.read_options.csv_delimiter} if self.read_options.csv_delimiter else {}),
         )
+
+    @property
+    def _joins_texts(self) -> bool:
+        return any(not isinstance(text, str) for text in self.spec.texts)
 
     def _rows(self, split: str, vocabulary: LabelVocabulary | None) -> CheckedRows:
         """The split's rows (columns selected, ``data.where`` applied, unlabelled rows dropped) and the problems
@@ -278,6 +327,11 @@ class ClassificationDataModule(L.LightningDataModule):
         if labelled:
             frame, note = self.task.select_rows(frame, self.spec, where)
             notes += [note] if note else []
+            if self.hparams.normalize_labels:
+                frame, note = self.task.normalize_labels(frame, self.spec, vocabulary, where)
+                notes += [note] if note else []
+            if vocabulary is None:  # the labels this split's vocabulary is built from
+                notes += self.task.label_warnings(frame, self.spec, where)
         invalid = self.task.invalid_rows(frame, self.spec, vocabulary if labelled else None, labelled)
         invalid += invalid_ids(frame, id_column) if id_column else []
         return CheckedRows(frame, notes, invalid, skipped_lines)
@@ -296,6 +350,11 @@ class ClassificationDataModule(L.LightningDataModule):
                 continue  # as in fit (see _splits_for): a hub test split may have no labels
             try:
                 checked[split] = rows = self._rows(split, vocabulary)
+                if split == "train" and (
+                    self.hparams.skip_invalid or not rows.invalid_mask.any()
+                ):  # as fit: rows first
+                    valid = rows.frame[~rows.invalid_mask]
+                    rows.notes.extend(self._check_training_labels(valid, self.sources[split].describe()))
                 if split == "train" and vocabulary is None:
                     valid = rows.frame[~rows.invalid_mask]
                     vocabulary = self.vocabulary = self.task.vocabulary(
@@ -303,7 +362,22 @@ class ClassificationDataModule(L.LightningDataModule):
                     )
             except DataError as error:
                 checked[split] = error
+        train, validation = checked.get("train"), checked.get("validation")
+        if isinstance(train, CheckedRows) and isinstance(validation, CheckedRows):
+            hashes = [self._text_hashes(rows.frame[~rows.invalid_mask]) for rows in (train, validation)]
+            note = overlap_note(*hashes, self.sources["train"].describe(), self.sources["validation"].describe())
+            validation.notes.extend([note] if note else [])
         return checked
+
+    def _text_hashes(self, frame: pd.DataFrame) -> np.ndarray:
+        return text_hashes(frame, self.task.columns(self.spec, False, [str(column) for column in frame.columns]))
+
+    def _check_training_labels(self, frame: pd.DataFrame, where: str) -> list[str]:
+        """Refuse a training split with fewer than two labels; warnings on labels that look wrong
+        (``bertcls.data.split_checks``)."""
+        counts = self.task.label_occurrences(frame, self.spec, where)
+        check_label_variety(counts, where, str(counts.name), self.task.name)
+        return label_spread_notes(counts, where, str(counts.name), text_name(self.spec.text_column))
 
     def _encode(self, split: str, vocabulary: LabelVocabulary | None) -> EncodedSplit:
         where = self.sources[split].describe()
@@ -313,6 +387,8 @@ class ClassificationDataModule(L.LightningDataModule):
         notes = rows.skipped_lines_note(where) + rows.notes + ([note] if note else [])
         if labelled and vocabulary is None:
             vocabulary = self.task.vocabulary(frame, self.spec, where)
+        if split == "train":
+            notes += self._check_training_labels(frame, where)
         encoded = self.task.encode(frame, self.tokenizer, self.spec, vocabulary if labelled else None, where)
         meta = encoded.meta | {"notes": notes + encoded.meta.get("notes", [])}
         meta["skipped_invalid"] = dropped + len(rows.skipped_lines)
@@ -393,8 +469,9 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         splits = self._splits_for(stage)
+        encoded_splits: dict[str, EncodedSplit] = {}
         for split in splits:
-            encoded = self._encoded(split)
+            encoded = encoded_splits[split] = self._encoded(split)
             self._report(split, encoded)
             if split == "train" and self._holds_out_validation:
                 self._hold_out_validation(encoded)
@@ -402,6 +479,11 @@ class ClassificationDataModule(L.LightningDataModule):
                 self.datasets[split] = TokenizedDataset(encoded)
         if any(split != "predict" for split in splits):
             self._vocabulary()  # known from here on: the model builds its head from it
+        if "train" in encoded_splits and "validation" in encoded_splits:  # a validation file, not a held-out share
+            hashes = [encoded_hashes(encoded_splits[split].table) for split in ("train", "validation")]
+            note = overlap_note(*hashes, self.sources["train"].describe(), self.sources["validation"].describe())
+            if note:
+                rank_zero_info(note)
 
     def _hold_out_validation(self, full: EncodedSplit) -> None:
         """Split the training file's rows into train and validation with the seeded ``validation_fraction``.
@@ -519,6 +601,29 @@ def default_hub_splits(location: str, config: str | None) -> dict[str, str]:
     names = {"train": "train", "validation": "validation", "test": "test"}
     available = hub_split_names(location, config)
     return {split: name for split, name in names.items() if available is None or name in available}
+
+
+def check_csv_delimiter(delimiter: str | None) -> str | None:
+    """``data.csv_delimiter`` as read (None for the comma, the default); refused unless one separator character."""
+    if delimiter is None or delimiter == ",":
+        return None
+    if len(delimiter) != 1 or delimiter in '"\r\n':
+        raise InputError(
+            f"data.csv_delimiter {delimiter!r}: the field separator of CSV files is one character other than a quote "
+            "or a line break, e.g. ';' (quote it in YAML and on the command line: --data.csv_delimiter ';')."
+        )
+    return delimiter
+
+
+def check_max_length(max_length: int, texts: int) -> None:
+    """Refuse a ``max_length`` that holds no word piece of each text besides the special tokens (BERT's)."""
+    shortest = 1 + 2 * texts  # [CLS] text [SEP], or [CLS] a [SEP] b [SEP]
+    if max_length < shortest:
+        layout = "[CLS] text [SEP]" if texts == 1 else "[CLS] text [SEP] text_pair [SEP]"
+        raise InputError(
+            f"data.max_length {max_length} leaves no room for text: an input is {layout} in word pieces. Give at "
+            f"least {shortest}, e.g. {DEFAULT_MAX_LENGTH} (the default), at most the encoder's limit (512 for BERT)."
+        )
 
 
 def _read_label_names(path: str) -> list[str]:

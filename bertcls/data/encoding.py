@@ -27,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from bertcls.atomic_files import raise_if_out_of_space
 from bertcls.data.sources import ROW_COLUMN
+from bertcls.data.texts import DEFAULT_TEXT_SEPARATOR, TextColumn, text_name, with_texts
 
 # 3: CSV/TSV text columns read as text ("007" was 7). 4: rows are checked before encoding (whitespace-only texts,
 # mixed label kinds, broken tag sequences...); older entries were built without those checks.
@@ -84,20 +85,24 @@ class EncodedSplit:
 def encode_texts(
     frame: pd.DataFrame,
     tokenizer: PreTrainedTokenizerBase,
-    text_column: str,
-    text_pair_column: str | None,
+    text_column: TextColumn,
+    text_pair_column: TextColumn | None,
     max_length: int,
     labels: list | None,
     where: str,
+    separator: str = DEFAULT_TEXT_SEPARATOR,
 ) -> EncodedSplit:
     """Tokenize one text (or a text pair) per row via ``datasets.map``, truncating at ``max_length``.
 
     A pair is encoded as ``[CLS] a [SEP] b [SEP]`` with ``token_type_ids``; truncation trims the longer
-    side first. ``labels`` (one value or list per row) is stored as the ``labels`` column.
+    side first. A text of several columns is their parts joined by ``separator`` (``bertcls.data.texts``).
+    ``labels`` (one value or list per row) is stored as the ``labels`` column.
     """
-    columns: dict[str, Any] = {"text": frame[text_column].astype(str).tolist(), ROW_COLUMN: frame[ROW_COLUMN].tolist()}
+    frame = with_texts(frame, [column for column in (text_column, text_pair_column) if column], separator)
+    texts = frame[text_name(text_column)].astype(str).tolist()
+    columns: dict[str, Any] = {"text": texts, ROW_COLUMN: frame[ROW_COLUMN].tolist()}
     if text_pair_column:
-        columns["text_pair"] = frame[text_pair_column].astype(str).tolist()
+        columns["text_pair"] = frame[text_name(text_pair_column)].astype(str).tolist()
     if labels is not None:
         columns["labels"] = labels
     raw = datasets.Dataset.from_dict(columns)

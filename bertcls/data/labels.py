@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError
 
 MAX_ROWS_SHOWN = 5
+WHOLE_DECIMAL = re.compile(r"(-?\d+)\.0*")  # "1.0", "2.": whole numbers written as decimals
 
 
 def row_list(rows: pd.Series) -> str:
@@ -21,16 +24,76 @@ def row_list(rows: pd.Series) -> str:
     return f"row {shown}" + (f" and {len(rows) - MAX_ROWS_SHOWN} more" if len(rows) > MAX_ROWS_SHOWN else "")
 
 
+def label_text(value: Any) -> str:
+    """One label as a string. A whole number written as a decimal (the float 1.0 of a numeric column with gaps, the
+    string "1.0" in JSON) is the integer ("1"), so that labels equal as numbers are one label, not "names and
+    numbers mixed"; other strings stay as they are ("01" too: it may be a code)."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    text = str(value)
+    whole = WHOLE_DECIMAL.fullmatch(text)
+    return str(int(whole[1])) if whole else text
+
+
 def as_label_strings(values: pd.Series) -> pd.Series:
-    """Labels as strings; integral floats (1.0, from a numeric column with gaps) become integers ("1")."""
-    if pd.api.types.is_float_dtype(values) and (values == values.round()).all():
-        values = values.astype("int64")
-    return values.astype(str)
+    """Labels as strings (``label_text``)."""
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return values.astype(str)
+    return values.map(label_text)
+
+
+def label_key(label: str) -> str:
+    """What the spellings of one label share: the label without surrounding whitespace, case-folded."""
+    return label.strip().casefold()
+
+
+def usual_spellings(labels: pd.Series) -> dict[str, str]:
+    """Each distinct label (a string) -> the spelling used most often among the labels equal to it but for case and
+    surrounding whitespace (ties: the first in sorted order); a label spelt one way maps to itself."""
+    counts = labels.value_counts()
+    usual: dict[str, str] = {}
+    for label, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        usual.setdefault(label_key(label), label)
+    return {label: usual[label_key(label)] for label in counts.index}
+
+
+def normalized_labels(labels: pd.Series, names: Sequence[str] | None) -> pd.Series:
+    """``data.normalize_labels``: each label (a string) as the label name equal to it but for case and surrounding
+    whitespace; without names (the training split builds them), as its usual spelling (``usual_spellings``), stripped.
+    A label matching no name, or several, stays as it is (the row checks report it)."""
+    if names is None:
+        return labels.map({label: usual.strip() for label, usual in usual_spellings(labels).items()})
+    keys = [label_key(name) for name in names]
+    named = {key: name for key, name in zip(keys, names, strict=True) if keys.count(key) == 1}
+    return labels.map(lambda label: named.get(label_key(label), label))
+
+
+def renamed_note(before: pd.Series, after: pd.Series, where: str) -> str | None:
+    """The log line on labels that ``normalized_labels`` read in another spelling (None when it changed none)."""
+    changed = (before.to_numpy() != after.to_numpy()).astype(bool)
+    if not changed.any():
+        return None
+    pairs = sorted(set(zip(before[changed], after[changed], strict=True)))[:MAX_ROWS_SHOWN]
+    shown = ", ".join(f"{old!r} as {new!r}" for old, new in pairs)
+    count = int(changed.sum())
+    return (
+        f"{where}: read {count} label{'s' if count != 1 else ''} in another spelling (data.normalize_labels): {shown}."
+    )
 
 
 def is_whole_number(labels: pd.Series) -> pd.Series:
     """Which labels (strings) are whole numbers, such as "0" or "-1"."""
     return labels.str.fullmatch(r"-?\d+")
+
+
+def label_kind(labels: pd.Series) -> str:
+    """What labels (strings) are, for messages: "whole numbers", "numbers with a fraction" (such as "0.5"), "numbers"
+    (both) or "names"."""
+    numbers = pd.to_numeric(labels, errors="coerce")
+    if numbers.isna().any():
+        return "names"
+    whole = is_whole_number(labels)
+    return "whole numbers" if whole.all() else "numbers with a fraction" if not whole.any() else "numbers"
 
 
 def odd_label_types(labels: pd.Series) -> np.ndarray:
@@ -98,7 +161,10 @@ class LabelVocabulary:
         if as_indices:
             ids = pd.to_numeric(labels, errors="coerce")
             return ids.where((ids >= 0) & (ids < len(self.names)) & (ids == ids.round()))
-        return labels.map({name: index for index, name in enumerate(self.names)})
+        index = {name: position for position, name in enumerate(self.names)}
+        for position, name in enumerate(self.names):  # names saved before "1.0" was read as "1" still match
+            index.setdefault(label_text(name), position)
+        return labels.map(index)
 
     def expected(self, as_indices: bool = False) -> str:
         """What a valid label is, for messages."""

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pandas as pd
 
 from bertcls.data.conll import SKIPPED_LINES, SKIPPED_ROWS, read_conll
 from bertcls.data.stdin import STDIN_NAME
-from bertcls.data.utf8 import check_utf8_file
+from bertcls.data.utf8 import check_text_file, check_utf8_file
 from bertcls.errors import DataError
 from bertcls.paths import resolve_location
 
@@ -43,6 +43,15 @@ FILE_FORMATS = {
     ".bio": "conll",
 }
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "conll")
+# Files that must be converted before they can be read, by suffix.
+CONVERT_FIRST = {
+    ".gz": "is gzip-compressed: decompress it (e.g. `gunzip -k {path}`) and use the decompressed file",
+    ".zip": "is a ZIP archive: unzip it and use the data file inside",
+    ".xlsx": "is an Excel workbook: save the sheet as CSV (in Excel: File > Save As > CSV UTF-8) and use that file",
+    ".xls": "is an Excel workbook: save the sheet as CSV (in Excel: File > Save As > CSV UTF-8) and use that file",
+}
+# Separators other than the format's own, as they show in a first line read as one column ("text;label").
+SEPARATORS = {"\t": "tabs", ";": "semicolons", "|": "vertical bars", ",": "commas"}
 # What pandas' C parser says about broken CSV: its "row" counts lines from 0, header included.
 UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
@@ -73,6 +82,8 @@ class SplitSource:
 
 def file_format(path: str) -> str:
     suffix = Path(path).suffix.lower()
+    if suffix in CONVERT_FIRST:
+        raise DataError(f"{path}: {CONVERT_FIRST[suffix].format(path=path)}.")
     if suffix not in FILE_FORMATS:
         known = ", ".join(sorted(FILE_FORMATS))
         raise DataError(f"{path}: cannot tell the file format from the suffix '{suffix}'; use one of {known}.")
@@ -82,6 +93,11 @@ def file_format(path: str) -> str:
 def existing_file(path: str) -> str:
     """The resolved path of a data file (``pkg://`` allowed), or a ``DataError`` if there is none."""
     resolved = resolve_location(path)
+    if Path(resolved).is_dir():
+        raise DataError(
+            f"{path}: is a folder, not a file. Give the data file inside it (e.g. {Path(path) / 'train.csv'}), or, "
+            "for a dataset saved with datasets' save_to_disk, data.hub_dataset."
+        )
     if not Path(resolved).is_file():
         raise DataError(f"{path}: file not found. Check the path in your data config.")
     return resolved
@@ -97,6 +113,9 @@ class ReadOptions:
     column_names: tuple[str, ...] | None = None
     text_columns: tuple[str, ...] = ()
     skip_bad_lines: bool = False  # CSV/TSV lines with the wrong number of fields are skipped (and noted)
+    # CSV only: another field separator than the comma (";" of spreadsheets in many locales). Out of the repr (which
+    # cache keys hash): the data module adds it to a key only when set, so that other keys stay as they were.
+    csv_delimiter: str | None = field(default=None, repr=False)
 
 
 def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
@@ -112,9 +131,13 @@ def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
         fmt = options.txt_format
     if fmt not in FORMATS:
         raise DataError(f"{path}: unknown data.file_format '{fmt}'; use one of {', '.join(FORMATS)}.")
+    if fmt != "parquet":
+        check_text_file(resolved, path)  # gzip, ZIP (xlsx) and UTF-16 files are named as such, not parsed
     try:
         if fmt in ("csv", "tsv"):
-            separated = {"sep": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+            separated: dict[str, Any] = {"sep": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+            if fmt == "csv" and options.csv_delimiter:
+                separated["sep"] = options.csv_delimiter
             if options.column_names:  # a file without a header row
                 separated |= {"header": None, "names": list(options.column_names)}
             text = {"dtype": dict.fromkeys(options.text_columns, str)}  # columns not in the file are ignored
@@ -130,7 +153,7 @@ def read_file(path: str, options: ReadOptions = ReadOptions()) -> pd.DataFrame:
         check_utf8_file(resolved, path)  # raises, naming the line and byte offset
         raise DataError(f"{path}: not valid UTF-8 ({error}). Convert the file to UTF-8 (e.g. with iconv).") from error
     except (ValueError, pd.errors.ParserError) as error:
-        raise parse_error(path, fmt, error) from error
+        raise parse_error(path, fmt, error, first_line(resolved)) from error
 
 
 def read_separated(resolved: str, path: str, skip_bad_lines: bool, **options: Any) -> pd.DataFrame:
@@ -155,13 +178,62 @@ def read_separated(resolved: str, path: str, skip_bad_lines: bool, **options: An
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     header_lines = 0 if options.get("header", "infer") is None else 1
+    if header_lines:
+        check_header(resolved, path, options.get("sep", ","), options.get("quoting", csv.QUOTE_MINIMAL))
     frame.attrs[SKIPPED_LINES] = lines
     frame.attrs[SKIPPED_ROWS] = [line - 1 - header_lines for line in lines]
     return frame
 
 
-def parse_error(path: str, fmt: str, error: Exception) -> DataError:
-    """A ``DataError`` for a CSV/TSV/Parquet parser error, naming the line and the fix where pandas says which."""
+def check_header(resolved: str, path: str, separator: str, quoting: int) -> None:
+    """Refuse a header row that names a column twice: pandas would read the second as 'text.1', and a run would
+    silently use the first. Empty names (trailing separators of spreadsheet exports) may repeat."""
+    with open(resolved, encoding="utf-8-sig", newline="") as handle:
+        header = next(csv.reader(handle, delimiter=separator, quoting=quoting), [])
+    positions: dict[str, list[int]] = {}
+    for position, name in enumerate(header, start=1):
+        if name.strip():
+            positions.setdefault(name, []).append(position)
+    repeated = [
+        f"'{name}' (columns {', '.join(map(str, places))})" for name, places in positions.items() if len(places) > 1
+    ]
+    if repeated:
+        raise DataError(
+            f"{path}: the header (line 1) names more than one column {' and '.join(repeated)}, counted from 1. "
+            "Give each column its own name in the file's first line."
+        )
+
+
+def first_line(resolved: str) -> str:
+    """The file's first line (for messages about separators), empty where it cannot be read as text."""
+    try:
+        with open(resolved, encoding="utf-8-sig") as handle:
+            return handle.readline()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def separator_hint(header: str) -> str:
+    """Advice for a first line read as one column that holds another separator ("text;label"), else ""."""
+    found = next((separator for separator in SEPARATORS if separator in header.rstrip("\r\n")), None)
+    if found == "\t":
+        return " Its first line holds tabs: a tab-separated file is read with data.file_format: tsv."
+    if found == ",":
+        return " Its first line holds commas: a comma-separated file is read with data.file_format: csv."
+    if found:
+        return (
+            f" Its first line holds {SEPARATORS[found]}: the file looks '{found}'-separated (as spreadsheets save CSV "
+            f"in many locales). Read it with data.csv_delimiter: '{found}' (and data.file_format: csv unless its name "
+            "ends in .csv)."
+        )
+    return ""
+
+
+def parse_error(path: str, fmt: str, error: Exception, header: str = "") -> DataError:
+    """A ``DataError`` for a CSV/TSV/Parquet parser error, naming the line and the fix where pandas says which;
+    ``header`` (the file's first line) shows a file separated by another character than the format's."""
+    if isinstance(error, pd.errors.EmptyDataError):
+        return DataError(f"{path}: holds no rows (the file is empty).")
     message = str(error)
     if unclosed := UNCLOSED_QUOTE.search(message):
         return DataError(
@@ -170,6 +242,8 @@ def parse_error(path: str, fmt: str, error: Exception) -> DataError:
         )
     if fields := FIELD_COUNT.search(message):
         expected, line, seen = fields.groups()
+        if expected == "1" and (hint := separator_hint(header)):  # one header field: another separator
+            return DataError(f"{path}: line {line} has {seen} fields where the first line has 1.{hint}")
         cause = (
             "A text holds a tab (TSV fields cannot), or a field is missing: fix that line"
             if fmt == "tsv"
@@ -187,9 +261,10 @@ def parse_error(path: str, fmt: str, error: Exception) -> DataError:
 def read_json_lines(resolved: str, path: str) -> pd.DataFrame:
     """One JSON object per line; a line that is not one is reported by its number."""
     try:
-        return pd.read_json(resolved, lines=True, dtype=False, convert_dates=False)
+        # A byte-order mark (Windows tools write one) is dropped, as for CSV and TSV.
+        frame = pd.read_json(resolved, lines=True, dtype=False, convert_dates=False, encoding="utf-8-sig")
     except ValueError as error:
-        with open(resolved, encoding="utf-8") as handle:
+        with open(resolved, encoding="utf-8-sig") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -200,6 +275,10 @@ def read_json_lines(resolved: str, path: str) -> pd.DataFrame:
                 if not isinstance(record, dict):
                     raise DataError(f'{path}: line {number} is not a JSON object ({{"text": ..., ...}}).') from error
         raise
+    if frame.empty and frame.columns.empty:  # pandas reads an empty file as a frame without columns
+        blank = " but for blank lines or empty objects {}" if os.path.getsize(resolved) else ""
+        raise DataError(f"{path}: holds no rows (the file is empty{blank}).")
+    return frame
 
 
 def load_hub_split(source: SplitSource) -> datasets.Dataset:
@@ -278,13 +357,18 @@ def select(
 ) -> pd.DataFrame:
     """Keep the rows of ``frame`` matching ``where`` (column -> value or list of values) and ``columns``."""
     wanted = list(dict.fromkeys([*columns, *(where or {})]))
+    present = [str(column) for column in frame.columns if column != ROW_COLUMN]
+    if not present:  # a dataset, or JSON Lines of empty objects ({}): nothing to select from
+        raise DataError(f"{source.describe()}: has no columns (no rows, or only empty records).")
     missing = [column for column in wanted if column not in frame.columns]
+    if filtered := [column for column in missing if column not in columns]:  # only data.where names them
+        raise where_columns_missing(source, filtered, where or {}, present)
     if missing:
-        available = ", ".join(str(column) for column in frame.columns if column != ROW_COLUMN)
+        hint = separator_hint(present[0]) if len(present) == 1 else ""
         raise DataError(
             f"{source.describe()}: column(s) {', '.join(repr(c) for c in missing)} not found. "
-            f"Available columns: {available}. Set the column names in your data config "
-            "(e.g. data.text_column, data.label_column)."
+            f"Available columns: {', '.join(present)}. Set the column names in your data config "
+            f"(e.g. data.text_column, data.label_column).{hint}"
         )
     for column, accepted in (where or {}).items():
         accepted_values = accepted if isinstance(accepted, list) else [accepted]
@@ -294,3 +378,16 @@ def select(
             raise DataError(f"{source.describe()}: holds no rows.")
         raise DataError(f"{source.describe()}: no rows left after the filter {where}. Check data.where.")
     return frame[[*columns, ROW_COLUMN]].reset_index(drop=True)
+
+
+def where_columns_missing(
+    source: SplitSource, missing: list[str], where: dict[str, Any], present: list[str]
+) -> DataError:
+    """The error for a ``data.where`` filter on columns the split lacks: often a filter that came with a config made
+    for another file (the quickstart's ``where: {source: rotten_tomatoes}``) applied to a user's own file."""
+    return DataError(
+        f"{source.describe()}: data.where {where} filters on column(s) {', '.join(repr(c) for c in missing)}, which "
+        f"it does not have (available columns: {', '.join(present)}). A data config made for another file "
+        "(configs/data/rotten_tomatoes.yaml filters on 'source') brings its filter along: clear it with "
+        "--data.where null (or `where: null` under data: in your config), or filter on one of the columns above."
+    )

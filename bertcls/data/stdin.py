@@ -1,4 +1,5 @@
-"""``--data.predict_file -``: texts from standard input, one per line (a tab between the two texts of a pair).
+"""``--data.predict_file -``: texts from standard input, one per line (a tab between the two texts of a pair, and
+between the fields of a text joined from several columns).
 
 Standard input can be read only once, but under DDP Lightning starts the other ranks as new processes running
 the same command. So the launching process reads it (when the data module is built, before any other rank
@@ -25,8 +26,9 @@ SPOOL_VARIABLE = "BERTCLS_STDIN_SPOOL"  # "<pid of the process that read stdin>:
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID")
 
 
-def stdin_texts_file(columns: list[str]) -> str:
-    """The path of a JSON Lines file holding standard input's texts under ``columns`` (one or two names)."""
+def stdin_texts_file(columns: list[str], joined: bool = False) -> str:
+    """The path of a JSON Lines file holding standard input's texts under ``columns``: one or two names, or with
+    ``joined`` the source columns of texts joined from several (see ``parse_lines``)."""
     spooled = os.environ.get(SPOOL_VARIABLE, "")
     reader, _, path = spooled.partition(":")
     if reader in (str(os.getpid()), str(os.getppid())) and Path(path).is_file():
@@ -40,7 +42,7 @@ def stdin_texts_file(columns: list[str]) -> str:
         raise InputError("--data.predict_file -: this process has no standard input; give a file instead.")
     if sys.stdin.isatty():
         print("bertcls: reading texts from standard input, one per line (end with Ctrl-D)", file=sys.stderr)
-    rows = parse_lines(sys.stdin.buffer.read(), len(columns))
+    rows = parse_lines(sys.stdin.buffer.read(), len(columns), columns if joined else None)
     handle, path = tempfile.mkstemp(prefix="bertcls-stdin-", suffix=".jsonl")
     with os.fdopen(handle, "w", encoding="utf-8") as file:
         for texts in rows:
@@ -50,11 +52,13 @@ def stdin_texts_file(columns: list[str]) -> str:
     return path
 
 
-def parse_lines(content: bytes, width: int) -> list[list[str]]:
-    """One text (``width`` 1) or a tab-separated pair of texts (``width`` 2) per line.
+def parse_lines(content: bytes, width: int, joined_columns: list[str] | None = None) -> list[list[str]]:
+    """One text (``width`` 1) or a tab-separated pair of texts (``width`` 2) per line; with ``joined_columns``, one
+    tab-separated field per column of texts joined from several columns (a field may be empty: the row checks
+    report a row whose joined text is).
 
     A byte-order mark and Windows line ends are accepted; the last line needs no line end. Invalid UTF-8,
-    blank lines, blank texts and a pair line without exactly one tab raise a ``DataError`` naming the line.
+    blank lines, blank texts and a line without exactly ``width - 1`` tabs raise a ``DataError`` naming the line.
     """
     try:
         text = content.decode("utf-8")
@@ -76,13 +80,19 @@ def parse_lines(content: bytes, width: int) -> list[list[str]]:
                 f"{STDIN_NAME}: line {number} is blank. Give one text per line without blank lines (remove them, "
                 "e.g. with `grep -v '^[[:space:]]*$'`)."
             )
-        texts = line.split("\t") if width == 2 else [line]
-        if len(texts) != width:
+        texts = line.split("\t") if width > 1 else [line]
+        if joined_columns:
+            if len(texts) != width:
+                raise DataError(
+                    f"{STDIN_NAME}: line {number} has {len(texts)} tab-separated fields, but each line needs {width}, "
+                    f"one per column of the texts ({', '.join(joined_columns)}), and no tab inside them."
+                )
+        elif len(texts) != width:
             raise DataError(
                 f"{STDIN_NAME}: line {number} has {len(texts) - 1} tabs, but a text pair needs exactly one tab "
                 "between its two texts (and no tab inside them)."
             )
-        if any(not piece.strip() for piece in texts):
+        elif any(not piece.strip() for piece in texts):
             side = "first" if not texts[0].strip() else "second"
             raise DataError(f"{STDIN_NAME}: line {number}: the {side} text of the pair is blank. Give both texts.")
         rows.append(texts)

@@ -8,17 +8,23 @@ fix; with ``data.skip_invalid`` those rows are dropped instead and counted in th
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from bertcls.data.conll import LINE_COLUMN
-from bertcls.data.labels import MAX_ROWS_SHOWN, LabelVocabulary, row_list
+from bertcls.data.labels import MAX_ROWS_SHOWN, LabelVocabulary, label_key, row_list, usual_spellings
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError
 
 ROWS_NOTE = "rows counted from 1, header excluded"
+# Unicode categories of characters that show nothing: controls (NUL included), format characters (zero-width
+# space and joiners, byte-order marks) and separators. A text made only of them reaches the model as an empty input.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+JSON_TYPES = {"list": "a list", "ndarray": "a list", "dict": "an object", "bool": "true/false", "bool_": "true/false"}
 SKIP_HINT = "Or set data.skip_invalid: true to drop such rows (they are counted in the log)."
 
 
@@ -56,11 +62,36 @@ def unknown_labels(
     """The rows holding a label (string) that ``vocabulary`` lacks; ``positions`` holds each label's row."""
     unknown = vocabulary.ids(labels.reset_index(drop=True), as_indices).isna().to_numpy()
     shown = sorted(labels[unknown].unique().tolist())[:MAX_ROWS_SHOWN]
-    return InvalidRows(
-        f"unknown label(s) {shown} in column '{column}'",
-        rows_with(unknown, positions, num_rows),
+    fix = (
         f"a label must be {vocabulary.expected(as_indices)}; fix those rows, or give the complete label set with "
-        "model.label_names",
+        "model.label_names"
+    )
+    keys = {label_key(name) for name in vocabulary.names}
+    if near := [label for label in shown if not as_indices and label_key(label) in keys]:
+        fix += f"; {near} differ from a label name only in case or surrounding spaces: data.normalize_labels: true "
+        fix += "reads each as that name"
+    return InvalidRows(f"unknown label(s) {shown} in column '{column}'", rows_with(unknown, positions, num_rows), fix)
+
+
+def spelling_note(labels: pd.Series, where: str, column: str) -> str | None:
+    """The warning for labels (strings) spelt otherwise than a more frequent one equal to it but for case or
+    surrounding whitespace ("Pos" and "neg " among "pos" and "neg"), which become classes of their own; None if none.
+
+    A warning, not an invalid row: such spellings may be meant (``model.label_names`` keeps them apart), and
+    ``data.skip_invalid`` would drop their rows; the fix is one option (``data.normalize_labels``).
+    """
+    usual = usual_spellings(labels)
+    variants = sorted(label for label, spelling in usual.items() if spelling != label)
+    if not variants:
+        return None
+    rows = int(labels.isin(variants).sum())
+    pairs = ", ".join(f"{label!r} beside {usual[label]!r}" for label in variants[:MAX_ROWS_SHOWN])
+    more = f" and {len(variants) - MAX_ROWS_SHOWN} more" if len(variants) > MAX_ROWS_SHOWN else ""
+    return (
+        f"{where}: warning: labels in column '{column}' that differ from a more frequent one only in case or "
+        f"surrounding spaces ({pairs}{more}; {rows} of {len(labels)}) are trained as classes of their own. Set "
+        "data.normalize_labels: true to read each label in its most frequent spelling, or list every label in "
+        "model.label_names to keep them apart (and silence this)."
     )
 
 
@@ -70,12 +101,49 @@ def blank(values: pd.Series) -> np.ndarray:
     return (values.isna() | empty).to_numpy(dtype=bool)
 
 
+def invisible(value: Any) -> bool:
+    """A text that is not blank but shows nothing: only control, zero-width, NUL or other invisible characters."""
+    return (
+        isinstance(value, str)
+        and bool(value.strip())
+        and all(char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES for char in value)
+    )
+
+
+def type_name(value: Any) -> str:
+    """A non-text value's kind, as a JSON or Parquet user knows it: "a list", "a number", ..."""
+    name = type(value).__name__
+    return JSON_TYPES.get(name, "a number" if isinstance(value, int | float | np.number) else name)
+
+
+def non_texts(values: pd.Series, column: str) -> InvalidRows:
+    """The cells of a text column that hold something other than a string (numbers in Parquet, word lists in JSON
+    Lines); missing cells are left to ``blank``."""
+    missing = values.isna().to_numpy(dtype=bool)
+    mask = values.map(lambda value: not isinstance(value, str)).to_numpy(dtype=bool) & ~missing
+    kinds = sorted({type_name(value) for value in values[mask]})
+    fix = 'give each text as a string (in JSON Lines: "text": "...")'
+    if "a list" in kinds:
+        fix += "; a list of words per row is the input of the token task (data.task: token, data.tokens_column)"
+    return InvalidRows(f"a text that is not a string ({', '.join(kinds)}) in column '{column}'", mask, fix)
+
+
 def blank_texts(frame: pd.DataFrame, columns: list[str]) -> list[InvalidRows]:
-    """One ``InvalidRows`` per text column with missing, empty or whitespace-only cells."""
-    return [
-        InvalidRows(f"empty text in column '{column}'", blank(frame[column]), "fill in the text or remove those rows")
-        for column in columns
-    ]
+    """Per text column: missing, empty or whitespace-only cells; cells of only invisible characters (control,
+    zero-width, NUL); and cells that are not strings, which would be tokenized as their Python repr."""
+    invalid = []
+    for column in columns:
+        values = frame[column]
+        invalid += [
+            InvalidRows(f"empty text in column '{column}'", blank(values), "fill in the text or remove those rows"),
+            InvalidRows(
+                f"a text of only invisible characters (control, zero-width or NUL) in column '{column}'",
+                values.map(invisible).to_numpy(dtype=bool),
+                "fill in the text or remove those rows (the tokenizer drops such characters, leaving nothing)",
+            ),
+            non_texts(values, column),
+        ]
+    return invalid
 
 
 def found(invalid: list[InvalidRows]) -> list[InvalidRows]:

@@ -11,7 +11,8 @@ The folder loads with ``AutoModelForSequenceClassification`` / ``AutoModelForTok
   - pooling ``cls``: the pooler is made the identity up to ``tanh(e x) / e = x (1 - (e x)^2 / 3 + ...)``:
     ``W = e I``, ``b = 0`` and the classifier's weights divided by ``e``. With ``e = 1e-4`` and ``|x| < 100`` the
     relative error is below ``4e-5`` (in practice the logits agree to about ``1e-6``).
-  - pooling ``mean`` has no counterpart in transformers' BERT classes: refused, with the alternatives.
+  - pooling ``mean`` has no counterpart in transformers' BERT classes: refused; ``bertcls export`` writes such a
+    model as a sentence-transformers folder (``bertcls.export.st_folder``).
 
 ``config.json`` carries ``id2label``/``label2id``, the ``problem_type`` and a ``bertcls`` section (task,
 pooling, maximum length, multi-label decision thresholds), and the tokenizer's ``model_max_length`` is the
@@ -25,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, BertForSequenceClassification, BertForTokenClassification, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 from bertcls.errors import InputError
 from bertcls.export.checkpoint import write_tokenizer
@@ -60,25 +67,9 @@ def export_hf_folder(
 
 def task_model(checkpoint: dict[str, Any], source: Path) -> PreTrainedModel:
     """The transformers task model equivalent to the checkpoint's encoder and head, in eval mode."""
+    config = task_config(checkpoint, source)
     hparams = checkpoint["hyper_parameters"]
-    task, labels = hparams.get("task"), list(hparams.get("label_names") or [])
-    if not task or not labels:
-        raise InputError(f"{source} has no task or no label names: it is not a trained bertcls classifier.")
-    # transformers' own BERT classes, so no auto_map: the folder carries no code and loads without any.
-    architecture = {key: value for key, value in hparams["encoder_config"].items() if key != "auto_map"}
-    config = AutoConfig.for_model(**architecture)
-    if config.model_type != "bert":
-        raise InputError(
-            f"{source}: exporting a '{config.model_type}' encoder is not supported yet (only BERT's task classes "
-            "are mapped). Export to ONNX instead (bertcls export --onnx-only), or use the checkpoint with bertcls."
-        )
-    config.num_labels = len(labels)
-    config.id2label = dict(enumerate(labels))
-    config.label2id = {name: index for index, name in enumerate(labels)}
-    config.problem_type = PROBLEM_TYPES.get(task)
-    config.bertcls = bertcls_section(checkpoint)
-    if hparams.get("dropout") is not None:
-        config.classifier_dropout = hparams["dropout"]
+    task = hparams["task"]
     state = checkpoint["state_dict"]
     encoder = {name.removeprefix("encoder."): tensor for name, tensor in state.items() if name.startswith("encoder.")}
     head = {name.removeprefix("head."): tensor for name, tensor in state.items() if name.startswith("head.")}
@@ -101,13 +92,40 @@ def task_model(checkpoint: dict[str, Any], source: Path) -> PreTrainedModel:
     return model.eval()
 
 
+def task_config(checkpoint: dict[str, Any], source: Path) -> PretrainedConfig:
+    """The encoder's transformers config with the labels, problem type and ``bertcls`` section added."""
+    hparams = checkpoint["hyper_parameters"]
+    task, labels = hparams.get("task"), list(hparams.get("label_names") or [])
+    if not task or not labels:
+        raise InputError(f"{source} has no task or no label names: it is not a trained bertcls classifier.")
+    # transformers' own BERT classes, so no auto_map: the folder carries no code and loads without any.
+    architecture = {key: value for key, value in hparams["encoder_config"].items() if key != "auto_map"}
+    config = AutoConfig.for_model(**architecture)
+    if config.model_type != "bert":
+        raise InputError(
+            f"{source}: exporting a '{config.model_type}' encoder is not supported yet (only BERT's task classes "
+            "are mapped). Export to ONNX instead (bertcls export --onnx-only), or use the checkpoint with bertcls."
+        )
+    config.num_labels = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {name: index for index, name in enumerate(labels)}
+    config.problem_type = PROBLEM_TYPES.get(task)
+    config.bertcls = bertcls_section(checkpoint)
+    if hparams.get("dropout") is not None:
+        config.classifier_dropout = hparams["dropout"]
+    return config
+
+
 def bertcls_section(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """What bertcls knows beyond transformers' config: task, pooling, max_length, multi-label thresholds."""
+    """What bertcls knows beyond transformers' config: task, pooling, max_length, the columns and separator of texts
+    joined from several columns, multi-label thresholds."""
     hparams = checkpoint["hyper_parameters"]
     data = checkpoint.get("datamodule_hyper_parameters") or {}
     section: dict[str, Any] = {"task": hparams.get("task"), "pooling": hparams.get("pooling")}
     if data.get("max_length"):
         section["max_length"] = int(data["max_length"])
+    if isinstance(columns := data.get("text_column"), list) and len(columns) > 1:  # texts joined from columns
+        section["text_column"], section["text_separator"] = columns, data.get("text_separator")
     thresholds = checkpoint["state_dict"].get("head.thresholds")
     if thresholds is not None:
         section["thresholds"] = [round(float(value), 6) for value in thresholds]
@@ -124,9 +142,13 @@ def pooler_weights(pooling: str, hidden_size: int, source: Path, encoder: dict[s
         }
     raise InputError(
         f"{source} was trained with pooling '{pooling}', which transformers' BertForSequenceClassification cannot "
-        "compute (it classifies the [CLS] state through the pooler). Export it to ONNX (bertcls export "
-        "--onnx-only), which keeps the pooling, or train with --model.pooling cls (or pooler) to get a "
-        "Hugging Face folder."
+        "compute (it classifies the [CLS] state through the pooler), so it has no transformers.pipeline folder. "
+        f"`bertcls export {source} --output DIR` writes it as a sentence-transformers folder instead "
+        "(SentenceTransformer(DIR).encode(texts) gives the logits; "
+        "needs pip install 'bertcls[sentence-transformers]'), "
+        "and --onnx adds DIR/model.onnx (--onnx-only: ONNX alone, no sentence-transformers needed); or train with "
+        "--model.pooling cls (the shipped configs' default) or pooler for a folder that transformers.pipeline loads. "
+        "See docs/export.md."
     )
 
 

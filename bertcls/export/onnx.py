@@ -75,7 +75,7 @@ def export_onnx(model: BertClassifier, path: Path, opset: int | None = None) -> 
     """
     if model.head is None:
         raise InputError("The model has no head (no task or label names): there is nothing to export.")
-    _require("onnxscript", "the ONNX exporter of PyTorch")
+    require_module("onnxscript", "the ONNX exporter of PyTorch")
     if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
         raise InputError(
             f"ONNX export needs a PyTorch with the torch.export-based exporter (torch.onnx.export(dynamo=True)); "
@@ -87,7 +87,7 @@ def export_onnx(model: BertClassifier, path: Path, opset: int | None = None) -> 
     was_training = model.training
     model.eval()
     try:
-        with warnings.catch_warnings(), _quiet_logger("torch.onnx._internal.exporter._registration"):
+        with warnings.catch_warnings(), quiet_logger("torch.onnx._internal.exporter._registration"):
             # torch.export's notes on tracing transformers' code (deprecated tree helpers, renamed axes).
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)
@@ -120,7 +120,7 @@ def _dynamic_shapes(model: BertClassifier) -> dict[str, dict[int, Any]]:
 
 
 @contextmanager
-def _quiet_logger(name: str) -> Iterator[None]:
+def quiet_logger(name: str) -> Iterator[None]:
     """Raise a logger to ERROR for a while (the exporter warns that torchvision's operators are not registered)."""
     logger = logging.getLogger(name)
     level = logger.level
@@ -163,7 +163,7 @@ def _save(program: Any, path: Path) -> None:
 # --- running it --------------------------------------------------------------------------------------
 def onnx_session(path: Path, threads: int | None = None) -> Any:
     """An ONNX Runtime CPU session for ``path`` (``threads``: intra-op threads; default: ONNX Runtime's)."""
-    ort = _require("onnxruntime", "running ONNX models")
+    ort = require_module("onnxruntime", "running ONNX models")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
@@ -209,7 +209,7 @@ def check_onnx_parity(model: BertClassifier, path: Path, batch: Mapping[str, Any
     return float(difference.max())
 
 
-def _require(module: str, purpose: str) -> Any:
+def require_module(module: str, purpose: str) -> Any:
     import importlib
 
     try:

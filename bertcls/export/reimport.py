@@ -1,8 +1,8 @@
 """An exported Hugging Face folder back as a bertcls checkpoint, so ``bertcls predict --ckpt_path FOLDER`` works.
 
-The inverse of ``bertcls.export.hf_folder``: the encoder's weights, the classifier (the ``cls`` pooling's scale
-undone), the labels and the ``bertcls`` section of ``config.json`` (task, pooling, max_length, thresholds), and
-the tokenizer's files, in the form of a checkpoint of ``bertcls fit``.
+The inverse of ``bertcls.export.hf_folder`` and ``bertcls.export.st_folder`` (mean pooling): the encoder's weights,
+the classifier (the ``cls`` pooling's scale undone), the labels and the ``bertcls`` section of ``config.json`` (task,
+pooling, max_length, thresholds), and the tokenizer's files, in the form of a checkpoint of ``bertcls fit``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from bertcls.atomic_files import atomic_write
 from bertcls.errors import InputError
 from bertcls.export.hf_folder import CLS_POOLER_SCALE
+from bertcls.export.st_folder import mean_pooled
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
@@ -33,7 +34,8 @@ def checkpoint_file(folder: Path, cache_root: Path) -> Path:
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise InputError(f"{folder} has no model.safetensors: export it again with `bertcls export`.")
-    digest = hashlib.sha256((folder / "config.json").read_bytes() + weights.read_bytes()).hexdigest()[:32]
+    files = [folder / "config.json", *sorted(folder.rglob("*.safetensors"))]  # a sentence-transformers head too
+    digest = hashlib.sha256(b"".join(file.read_bytes() for file in files)).hexdigest()[:32]
     path = cache_root / "exported" / f"{digest}.ckpt"
     if not path.is_file():
         checkpoint = checkpoint_from_folder(folder)
@@ -47,6 +49,8 @@ def checkpoint_from_folder(folder: Path) -> dict[str, Any]:
     task, pooling = section["task"], section.get("pooling") or "cls"
     labels = [config["id2label"][str(index)] for index in range(len(config["id2label"]))]
     weights = load_file(folder / "model.safetensors")
+    if mean_pooled(section):
+        weights = sentence_transformers_weights(folder, weights)
     state = {f"encoder.{name[len('bert.') :]}": tensor for name, tensor in weights.items() if name.startswith("bert.")}
     if task == "token" or pooling != "pooler":
         state = {name: tensor for name, tensor in state.items() if not name.startswith("encoder.pooler.")}
@@ -75,6 +79,18 @@ def checkpoint_from_folder(folder: Path) -> dict[str, Any]:
             "dropout": config.get("classifier_dropout"),
             "encoder_config": encoder_config,
         },
-        "datamodule_hyper_parameters": {"max_length": section.get("max_length")},
+        # predict joins the texts of several columns as the training run did
+        "datamodule_hyper_parameters": {key: section.get(key) for key in ("max_length", "text_separator")},
         TOKENIZER_CHECKPOINT_KEY: tokenizer,
+    }
+
+
+def sentence_transformers_weights(folder: Path, encoder: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A sentence-transformers folder's weights named as a Hugging Face folder's: the encoder at its root, the
+    classifier in its ``Dense`` module (named in ``modules.json``)."""
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    dense = next(module["path"] for module in modules if module["type"].endswith(".Dense"))
+    head = load_file(folder / dense / "model.safetensors")
+    return {f"bert.{name}": tensor for name, tensor in encoder.items()} | {
+        f"classifier.{name.removeprefix('linear.')}": tensor for name, tensor in head.items()
     }

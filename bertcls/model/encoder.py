@@ -8,7 +8,7 @@ from safetensors import SafetensorError
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from bertcls.errors import InputError, custom_code_refused
-from bertcls.paths import resolve_location
+from bertcls.paths import model_location
 from bertcls.remote_code import custom_code_policy
 
 
@@ -36,7 +36,7 @@ def load_encoder(
     else:
         if config is not None and not trust_remote_code:  # refused before the folder is even looked at
             raise custom_code_refused("model.model_name", model_name)
-        location = resolve_location(model_name)
+        location = model_location(model_name, "model.model_name")
         try:
             with custom_code_policy("model.model_name", model_name, location, trust_remote_code):
                 if config is None:
@@ -61,6 +61,33 @@ def load_encoder(
     if gradient_checkpointing:
         enable_checkpointing(encoder)
     return encoder.train()  # from_pretrained returns eval mode (dropout off); Lightning keeps modes as found
+
+
+# Encoders whose position ids start after the padding id (pad_token_id + 1), as transformers builds them: their
+# max_position_embeddings (514 for RoBERTa) counts those unused positions.
+PADDING_OFFSET_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "mpnet", "longformer", "ibert", "xmod"}
+)
+
+
+def position_limit(model_name: str, config: dict[str, Any] | None) -> int | None:
+    """The longest input (in word pieces) the encoder's position embeddings take, from its saved ``config`` (a
+    checkpoint's) or ``model_name``'s config.json (no weights read).
+
+    None where there is no such limit (relative positions only), or the config cannot be read yet (a hub model
+    not downloaded: loading it reports why).
+    """
+    if config is None:
+        try:
+            config, _ = PretrainedConfig.get_config_dict(model_location(model_name, "model.model_name"))
+        except OSError:
+            return None
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or config.get("position_biased_input") is False:  # DeBERTa-v2: relative only
+        return None
+    if config.get("model_type") in PADDING_OFFSET_POSITIONS:
+        positions -= (config.get("pad_token_id") or 1) + 1
+    return positions
 
 
 def uses_own_code(config: dict[str, Any], trust_remote_code: bool) -> bool:

@@ -13,8 +13,10 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, Strate
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import get_linear_schedule_with_warmup
 
+from bertcls.callbacks.int8 import Int8Inference
 from bertcls.deepspeed_strategy import refuse_drifting_accumulation
 from bertcls.errors import InputError
+from bertcls.inference.quantization import Quantization
 from bertcls.lightning_internals import logs_this_step
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY, tokenizer_files
 from bertcls.model.encoder import load_encoder, serializable_config
@@ -82,6 +84,8 @@ class BertClassifier(L.LightningModule):
             in its ``encoder_config`` and is rebuilt with the code of its ``model_name`` folder: every command that
             loads it needs the option (and that folder) again. In Python, pass ``trust_remote_code=False`` to
             ``BertClassifier.load_from_checkpoint`` to ignore what a file says.
+        quantize: ``int8`` runs ``predict``, ``test`` and ``validate`` with the linear layers quantized to int8
+            (CPU only; see ``bertcls.callbacks.int8``). Not saved in checkpoints: each command chooses.
         encoder_config: the encoder's architecture, saved automatically so a checkpoint rebuilds it.
     """
 
@@ -105,10 +109,12 @@ class BertClassifier(L.LightningModule):
         encoder_config: dict[str, Any] | None = None,
         nonfinite_loss: NonFiniteAction = "stop",
         trust_remote_code: bool = False,
+        quantize: Quantization | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["nonfinite_loss", "trust_remote_code"])
+        self.save_hyperparameters(ignore=["nonfinite_loss", "trust_remote_code", "quantize"])
         self.nonfinite_loss = nonfinite_loss
+        self.quantize = quantize
         self.skipped_batches = 0
         self.skipped_in_a_row = 0
         self._step_gradient_norm: torch.Tensor | None = None  # this step's, where logged (clipping reuses it)
@@ -187,6 +193,9 @@ class BertClassifier(L.LightningModule):
             )
         if stage == "fit" and self.hparams.class_weights == "balanced":
             self.head.loss_weights.copy_(self.task.balanced_weights(*datamodule.label_statistics()))
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        return [Int8Inference()] if self.quantize == "int8" else []
 
     # --- forward and steps ------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

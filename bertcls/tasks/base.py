@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -22,7 +22,9 @@ from transformers import PreTrainedTokenizerBase
 from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit
 from bertcls.data.labels import LabelVocabulary
-from bertcls.data.validation import InvalidRows, blank_texts
+from bertcls.data.texts import DEFAULT_TEXT_SEPARATOR, TextColumn, text_name, text_parts, with_texts
+from bertcls.data.validation import InvalidRows, blank_texts, non_texts
+from bertcls.errors import InputError
 from bertcls.model.pooling import Pooling, pool
 from bertcls.reporting.report import TestReport
 
@@ -33,8 +35,10 @@ LongInputs = Literal["truncate", "split"]
 class DataSpec:
     """The data module's settings that a task reads when it selects columns and encodes a split."""
 
-    text_column: str = "text"
-    text_pair_column: str | None = None
+    text_column: TextColumn = "text"  # a column, or columns joined into one text (``bertcls.data.texts``)
+    text_pair_column: TextColumn | None = None
+    # Out of the repr (which cache keys hash): the data module adds it to a key only where columns are joined.
+    text_separator: str = field(default=DEFAULT_TEXT_SEPARATOR, repr=False)
     label_column: str = "label"
     label_columns: tuple[str, ...] | None = None  # multi-label: one 0/1 column per label
     label_delimiter: str = ","  # multi-label: labels in one string, "2,17,25"
@@ -46,6 +50,11 @@ class DataSpec:
     label_all_subtokens: bool = False  # token task: every word piece carries its word's label in the loss
     long_inputs: LongInputs = "split"  # token task: windows over long sentences, or truncation
     window_stride: int = 32  # token task: word pieces shared by neighbouring windows
+
+    @property
+    def texts(self) -> list[TextColumn]:
+        """The text, and the pair's second text when there is one."""
+        return [self.text_column] + ([self.text_pair_column] if self.text_pair_column else [])
 
 
 @dataclass(frozen=True)
@@ -169,6 +178,16 @@ class Task(ABC):
     supports_top_k: ClassVar[bool] = False  # prediction records can list the k most probable labels
 
     # --- data ----------------------------------------------------------------------------------
+    def check_text_columns(self, text_column: TextColumn, text_pair_column: TextColumn | None) -> None:
+        """Refuse text column settings this task cannot read, when the data module is built (by default: a column
+        listed twice in the columns of one text)."""
+        for option, text in (("text_column", text_column), ("text_pair_column", text_pair_column)):
+            parts = text_parts(text)
+            if len(set(parts)) < len(parts):
+                raise InputError(
+                    f"data.{option} {parts} names a column more than once; list each column of the text once."
+                )
+
     @abstractmethod
     def columns(self, spec: DataSpec, labelled: bool, available: Sequence[str]) -> list[str]:
         """The columns to keep from a split (``labelled`` is False for the predict split).
@@ -181,6 +200,21 @@ class Task(ABC):
         """Drop rows that carry no usable example; returns the kept rows and a note on what was dropped."""
         return frame, None
 
+    def normalize_labels(
+        self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, where: str
+    ) -> tuple[pd.DataFrame, str | None]:
+        """``data.normalize_labels``: the rows with each label read as the name it matches but for case and
+        surrounding whitespace (``bertcls.data.labels.normalized_labels``), and a note on what was read otherwise."""
+        raise InputError(
+            f"data.normalize_labels applies to the single_label, pair and multi_label tasks, not to '{self.name}': "
+            "leave it unset (false)."
+        )
+
+    def label_warnings(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
+        """Warnings for the log on the labels of a training split that builds the vocabulary (labels the run would
+        train on but probably should not, such as spellings of one label in another case); none by default."""
+        return []
+
     def invalid_rows(
         self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, labelled: bool
     ) -> list[InvalidRows]:
@@ -188,10 +222,18 @@ class Task(ABC):
 
         Runs on the rows ``select_rows`` kept, before anything is tokenized. ``vocabulary`` is None where it is
         still to be built from this split (a training split without given label names); ``labelled`` is False for
-        the predict split. The default checks the texts: missing, empty or whitespace-only cells.
+        the predict split. The default checks the texts: missing, empty or whitespace-only cells, and cells that are
+        not strings (also in each column of a joined text, whose join would hold their Python repr).
         """
-        texts = [column for column in (spec.text_column, spec.text_pair_column) if column in frame.columns]
-        return blank_texts(frame, texts)
+        texts = [text for text in spec.texts if set(text_parts(text)) <= set(frame.columns)]
+        parts = [part for text in texts if not isinstance(text, str) for part in text]
+        invalid = blank_texts(with_texts(frame, texts, spec.text_separator), [text_name(text) for text in texts])
+        return invalid + [non_texts(frame[part], part) for part in parts]
+
+    @abstractmethod
+    def label_occurrences(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> pd.Series:
+        """How many rows (words, for the token task) of a training split carry each label, named after the label
+        column (for the checks of ``bertcls.data.split_checks``: one class only, labels that look like free text)."""
 
     @abstractmethod
     def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:

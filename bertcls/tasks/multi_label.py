@@ -24,9 +24,10 @@ from transformers import PreTrainedTokenizerBase
 
 from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit, encode_texts
-from bertcls.data.labels import LabelVocabulary, row_list
+from bertcls.data.labels import LabelVocabulary, normalized_labels, renamed_note, row_list
 from bertcls.data.sources import ROW_COLUMN
-from bertcls.data.validation import InvalidRows, unknown_labels
+from bertcls.data.texts import text_parts
+from bertcls.data.validation import InvalidRows, spelling_note, unknown_labels
 from bertcls.errors import DataError, InputError
 from bertcls.reporting.report import PrecisionRecallCurve, TestReport
 from bertcls.reporting.tables import TABLE_COLUMNS
@@ -37,6 +38,7 @@ from bertcls.tasks.base import DataSpec, Evaluator, HeadOptions, PooledHead, Tas
 # down-weighted below 1.
 POS_WEIGHT_RANGE = (1.0, 100.0)
 BINARY_VALUES = {"0": 0, "1": 1, "false": 0, "true": 1}
+COMMON_DELIMITERS = (",", ";", "|")  # what joins several labels in one cell, when data.label_delimiter does not
 # Test report: precision-recall curves at evenly spaced thresholds 0, 0.01, ..., 1 (binned, like torchmetrics'
 # ``thresholds=101``), fed in chunks of at most this many score-threshold comparisons.
 PR_CURVE_THRESHOLDS = 101
@@ -69,6 +71,29 @@ def listed_labels(frame: pd.DataFrame, spec: DataSpec) -> tuple[np.ndarray, pd.S
     per_row = [row_labels(cell, spec.label_delimiter) for cell in frame[spec.label_column]]
     positions = np.repeat(np.arange(len(frame)), [len(labels) for labels in per_row])
     return positions, pd.Series([label for labels in per_row for label in labels], dtype=object)
+
+
+def other_delimiter(cells: pd.Series, delimiter: str, column: str) -> list[InvalidRows]:
+    """The rows whose labels are joined by a common delimiter where ``delimiter`` occurs in no cell ("joy;love" with
+    data.label_delimiter ","): each such string would be one label of its own."""
+
+    def holding(separator: str) -> np.ndarray:
+        return cells.map(lambda cell: isinstance(cell, str) and separator in cell).to_numpy(dtype=bool)
+
+    if holding(delimiter).any():
+        return []
+    for other in COMMON_DELIMITERS:
+        if other != delimiter and (joined := holding(other)).any():
+            problem = (
+                f"labels joined by '{other}', while data.label_delimiter '{delimiter}' occurs in no row, in column "
+                f"'{column}'"
+            )
+            fix = (
+                f"set data.label_delimiter: '{other}'; or, to keep labels holding '{other}' whole, list every label in "
+                "model.label_names"
+            )
+            return [InvalidRows(problem, joined, fix)]
+    return []
 
 
 def labels_from_lists(frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary, where: str) -> np.ndarray:
@@ -405,7 +430,7 @@ class MultiLabelTask(Task):
     evaluator_class = MultiLabelEvaluator
 
     def columns(self, spec: DataSpec, labelled: bool, available: Sequence[str]) -> list[str]:
-        texts = [spec.text_column] + ([spec.text_pair_column] if spec.text_pair_column else [])
+        texts = [part for text in spec.texts for part in text_parts(text)]
         if not labelled:
             return texts
         return texts + (list(spec.label_columns) if spec.label_columns else [spec.label_column])
@@ -416,11 +441,35 @@ class MultiLabelTask(Task):
             return LabelVocabulary.from_names(spec.label_columns)
         return super().vocabulary(frame, spec, where)
 
+    def normalize_labels(
+        self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, where: str
+    ) -> tuple[pd.DataFrame, str | None]:
+        """Listed labels (lists or delimited strings) become lists of normalized labels; 0/1 columns stay."""
+        if spec.label_columns:
+            return frame, None
+        positions, labels = listed_labels(frame, spec)
+        normalized = normalized_labels(labels, vocabulary.names if vocabulary else None)
+        note = renamed_note(labels, normalized, where)
+        if note is None:
+            return frame, None
+        per_row: list[list[str]] = [[] for _ in range(len(frame))]
+        for position, label in zip(positions, normalized, strict=True):
+            per_row[position].append(label)
+        return frame.assign(**{spec.label_column: pd.Series(per_row, index=frame.index, dtype=object)}), note
+
+    def label_warnings(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
+        """Spellings of one listed label that differ in case or surrounding whitespace (0/1 columns have none)."""
+        if spec.label_columns:
+            return []
+        note = spelling_note(listed_labels(frame, spec)[1], where, spec.label_column)
+        return [note] if note else []
+
     def invalid_rows(
         self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, labelled: bool
     ) -> list[InvalidRows]:
         """Empty texts; for labelled splits also 0/1 columns holding anything else, and listed labels the
-        vocabulary lacks (an empty label cell is a valid example without labels)."""
+        vocabulary lacks (an empty label cell is a valid example without labels); while the training split builds
+        the vocabulary, labels joined by another delimiter than ``data.label_delimiter`` where it occurs nowhere."""
         invalid = super().invalid_rows(frame, spec, vocabulary, labelled)
         if not labelled:
             return invalid
@@ -429,11 +478,25 @@ class MultiLabelTask(Task):
                 _, bad = binary_values(frame[column])
                 problem = f"{shown_values(frame[column][bad])} in column '{column}' (of data.label_columns)"
                 invalid.append(InvalidRows(problem, bad.to_numpy(dtype=bool), "use 0/1 or true/false"))
-        elif vocabulary is not None:
+        else:
             positions, labels = listed_labels(frame, spec)
             column = spec.label_column
-            invalid.append(unknown_labels(labels, positions, len(frame), vocabulary, spec.labels_are_indices, column))
+            if vocabulary is not None:
+                invalid.append(
+                    unknown_labels(labels, positions, len(frame), vocabulary, spec.labels_are_indices, column)
+                )
+            else:
+                invalid += other_delimiter(frame[column], spec.label_delimiter, column)
         return invalid
+
+    def label_occurrences(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> pd.Series:
+        if spec.label_columns:  # the rows holding 1 in each 0/1 column
+            ones = {
+                column: int((pd.to_numeric(frame[column], errors="coerce") == 1).sum()) for column in spec.label_columns
+            }
+            counts = pd.Series(ones, dtype=int)
+            return counts[counts > 0].rename(", ".join(spec.label_columns))
+        return listed_labels(frame, spec)[1].astype(str).value_counts().rename(spec.label_column)
 
     def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
         if spec.label_columns:
@@ -465,9 +528,8 @@ class MultiLabelTask(Task):
             labels = list(multi_hot)
             if unlabelled := int((multi_hot.sum(axis=1) == 0).sum()):
                 notes.append(f"{where}: {unlabelled} of {len(frame)} rows have no labels (all-negative examples).")
-        encoded = encode_texts(
-            frame, tokenizer, spec.text_column, spec.text_pair_column, spec.max_length, labels, where
-        )
+        texts = (spec.text_column, spec.text_pair_column)
+        encoded = encode_texts(frame, tokenizer, *texts, spec.max_length, labels, where, spec.text_separator)
         return EncodedSplit(encoded.table, encoded.meta | {"notes": notes})
 
     def label_counts(self, dataset: TokenizedDataset, num_labels: int) -> tuple[np.ndarray, int]:

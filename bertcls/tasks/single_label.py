@@ -23,8 +23,17 @@ from transformers import PreTrainedTokenizerBase
 
 from bertcls.data.collate import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit, encode_texts
-from bertcls.data.labels import MAX_ROWS_SHOWN, LabelVocabulary, as_label_strings, odd_label_types
-from bertcls.data.validation import InvalidRows, rows_with, unknown_labels
+from bertcls.data.labels import (
+    MAX_ROWS_SHOWN,
+    LabelVocabulary,
+    as_label_strings,
+    label_kind,
+    normalized_labels,
+    odd_label_types,
+    renamed_note,
+)
+from bertcls.data.texts import TextColumn, text_parts
+from bertcls.data.validation import InvalidRows, rows_with, spelling_note, type_name, unknown_labels
 from bertcls.errors import DataError
 from bertcls.reporting.report import TestReport
 from bertcls.reporting.tables import classification_report, classification_table
@@ -104,6 +113,11 @@ class SingleLabelEvaluator(Evaluator):
         )
 
 
+def single_values(values: pd.Series) -> np.ndarray:
+    """Which cells of a label column hold one value (not missing, not a JSON list or object)."""
+    return (values.notna() & values.map(pd.api.types.is_scalar)).to_numpy(dtype=bool)
+
+
 class SingleLabelTask(Task):
     """One label per row, from ``label_column``; a text, or a text pair when ``text_pair_column`` is set."""
 
@@ -113,11 +127,11 @@ class SingleLabelTask(Task):
     evaluator_class = SingleLabelEvaluator
     supports_top_k = True
 
-    def text_pair_column(self, spec: DataSpec) -> str | None:
+    def text_pair_column(self, spec: DataSpec) -> TextColumn | None:
         return spec.text_pair_column
 
     def columns(self, spec: DataSpec, labelled: bool, available: Sequence[str]) -> list[str]:
-        texts = [spec.text_column] + ([pair] if (pair := self.text_pair_column(spec)) else [])
+        texts = text_parts(spec.text_column) + text_parts(self.text_pair_column(spec))
         return texts + ([spec.label_column] if labelled else [])
 
     def select_rows(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> tuple[pd.DataFrame, str | None]:
@@ -133,17 +147,44 @@ class SingleLabelTask(Task):
         )
         return frame[~unlabelled].reset_index(drop=True), note
 
+    def normalize_labels(
+        self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, where: str
+    ) -> tuple[pd.DataFrame, str | None]:
+        values = frame[spec.label_column]
+        usable = single_values(values)
+        labels = as_label_strings(values[usable])
+        normalized = normalized_labels(labels, vocabulary.names if vocabulary else None)
+        note = renamed_note(labels, normalized, where)
+        if note is None:
+            return frame, None
+        column = values.astype(object)
+        column[usable] = normalized.to_numpy()
+        return frame.assign(**{spec.label_column: column}), note
+
+    def label_warnings(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
+        """Spellings of one label that differ in case or surrounding whitespace."""
+        values = frame[spec.label_column]
+        note = spelling_note(as_label_strings(values[single_values(values)]), where, spec.label_column)
+        return [note] if note else []
+
     def invalid_rows(
         self, frame: pd.DataFrame, spec: DataSpec, vocabulary: LabelVocabulary | None, labelled: bool
     ) -> list[InvalidRows]:
-        """Empty texts; for labelled splits also missing labels, and labels the vocabulary lacks (or, while the
-        training split builds it, labels of the rarer kind where names and whole numbers are mixed)."""
+        """Empty texts; for labelled splits also missing labels, lists or objects as labels (JSON), and labels the
+        vocabulary lacks (or, while the training split builds it, labels of the rarer kind where names and whole
+        numbers are mixed)."""
         invalid = super().invalid_rows(frame, spec, vocabulary, labelled)
         if not labelled:
             return invalid
         column = spec.label_column
-        present = frame[column].notna().to_numpy()
+        values = frame[column]
+        present = values.notna().to_numpy()
         invalid.append(InvalidRows(f"missing label in column '{column}'", ~present, "fill in the labels"))
+        structured = values.map(lambda value: not pd.api.types.is_scalar(value)).to_numpy(dtype=bool)
+        kinds = " or ".join(sorted({type_name(value) for value in values[structured]}))
+        fix = "give one label per row, a string or a number (several labels per row are data.task: multi_label)"
+        invalid.append(InvalidRows(f"a label that is {kinds}, not one value, in column '{column}'", structured, fix))
+        present = present & ~structured  # to_numpy() is read-only under pandas' copy-on-write
         labels = as_label_strings(frame.loc[present, column]).reset_index(drop=True)
         positions = np.flatnonzero(present)
         if vocabulary is not None:
@@ -151,13 +192,17 @@ class SingleLabelTask(Task):
             return invalid
         odd = odd_label_types(labels)
         shown = sorted(labels[odd].unique().tolist())[:MAX_ROWS_SHOWN]
-        problem = f"label(s) {shown} of another kind than the rest in column '{column}' (names and numbers mixed)"
+        mix = f"{label_kind(labels[odd])} among {label_kind(labels[~odd])}"
+        problem = f"label(s) {shown} of another kind than the rest in column '{column}' ({mix})"
         fix = (
             "use one kind of label throughout (a stray value often means a shifted column or a wrong separator), or "
             "list every label in model.label_names to keep such a mix"
         )
         invalid.append(InvalidRows(problem, rows_with(odd, positions, len(frame)), fix))
         return invalid
+
+    def label_occurrences(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> pd.Series:
+        return as_label_strings(frame[spec.label_column]).value_counts().rename(spec.label_column)
 
     def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
         return as_label_strings(frame[spec.label_column]).unique().tolist()
@@ -173,9 +218,8 @@ class SingleLabelTask(Task):
         labels = None
         if vocabulary is not None:
             labels = vocabulary.encode(frame, spec.label_column, where, spec.labels_are_indices).tolist()
-        return encode_texts(
-            frame, tokenizer, spec.text_column, self.text_pair_column(spec), spec.max_length, labels, where
-        )
+        texts = (spec.text_column, self.text_pair_column(spec))
+        return encode_texts(frame, tokenizer, *texts, spec.max_length, labels, where, spec.text_separator)
 
     def label_counts(self, dataset: TokenizedDataset, num_labels: int) -> tuple[np.ndarray, int]:
         return np.bincount(dataset.scalars["labels"], minlength=num_labels), len(dataset)
@@ -208,7 +252,7 @@ class SentencePairTask(SingleLabelTask):
 
     name = "pair"
 
-    def text_pair_column(self, spec: DataSpec) -> str | None:
+    def text_pair_column(self, spec: DataSpec) -> TextColumn | None:
         if not spec.text_pair_column:
             raise DataError(
                 "task 'pair' reads two text columns: set data.text_column and data.text_pair_column "

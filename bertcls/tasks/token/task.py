@@ -18,6 +18,7 @@ from bertcls.data.conll import LINE_COLUMN
 from bertcls.data.encoding import ENCODE_BATCH_SIZE, EncodedSplit, quiet_datasets
 from bertcls.data.labels import LabelVocabulary
 from bertcls.data.sources import ROW_COLUMN
+from bertcls.data.texts import TextColumn
 from bertcls.data.validation import InvalidRows, rows_with, unknown_labels
 from bertcls.errors import InputError
 from bertcls.tasks.base import DataSpec, HeadOptions, Task, TaskHead
@@ -107,6 +108,16 @@ class TokenTask(Task):
     head_class = TokenHead
     evaluator_class = TokenEvaluator
 
+    def check_text_columns(self, text_column: TextColumn, text_pair_column: TextColumn | None) -> None:
+        """Predicted entities point into one raw text (character offsets): a text joined from columns has none."""
+        super().check_text_columns(text_column, text_pair_column)
+        if not isinstance(text_column, str):
+            raise InputError(
+                f"data.text_column {list(text_column)}: the token task reads raw text from one column (its entities' "
+                "character offsets point into it), not a list. Name one column, e.g. --data.text_column "
+                f"{text_column[0]}, or join the columns into one column of the file first."
+            )
+
     def columns(self, spec: DataSpec, labelled: bool, available: Sequence[str]) -> list[str]:
         if labelled:
             columns = [spec.tokens_column, spec.tags_column]
@@ -160,6 +171,14 @@ class TokenTask(Task):
         fix = "start each entity with B-TYPE (IOB2); a cut or mislabelled entity shows like this"
         invalid.append(InvalidRows(problem, rows_with(broken_entities(tags), usable, len(frame)), fix))
         return invalid
+
+    def label_occurrences(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> pd.Series:
+        _, tags = read_sentences(frame, spec, where)
+        return (
+            pd.Series([tag for sentence in tags for tag in sentence], dtype=object)
+            .value_counts()
+            .rename(spec.tags_column)
+        )
 
     def label_values(self, frame: pd.DataFrame, spec: DataSpec, where: str) -> list[str]:
         _, tags = read_sentences(frame, spec, where)
