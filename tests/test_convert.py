@@ -26,7 +26,6 @@ from test_optimization import RecordLearningRates, assert_schedule_ends_at_the_l
 from transformers import AutoModel, AutoTokenizer
 
 from bertcls.commands import convert
-from bertcls.errors import InputError
 from bertcls.model.bundled_tokenizer import TOKENIZER_CHECKPOINT_KEY
 from bertcls.model.encoder import load_encoder
 from bertcls.model.module import BertClassifier
@@ -295,16 +294,16 @@ def test_zero_checkpoint_to_hf_folder(zero: SimpleNamespace, task, tmp_path: Pat
 @NEEDS_DEEPSPEED
 @pytest.mark.strategies
 def test_zero_checkpoint_exports(zero: SimpleNamespace, tmp_path: Path) -> None:
-    """``bertcls export`` gathers the ZeRO shards too: this run's mean pooling goes to ONNX (the Hugging Face
-    folder refuses it, with the alternatives), with logits equal to the checkpoint's."""
+    """``bertcls export`` gathers the ZeRO shards too: to ONNX and to a Hugging Face folder (this run's [CLS]
+    pooling), with logits equal to the checkpoint's."""
     pytest.importorskip("onnxruntime")
     from bertcls.commands.export import export
 
     result = export([str(zero.last), "--output", str(tmp_path / "onnx"), "--onnx-only"])
     assert result["onnx_difference"] < 1e-4
     assert (tmp_path / "onnx" / "model.onnx").is_file() and (tmp_path / "onnx" / "tokenizer.json").is_file()
-    with pytest.raises(InputError, match="pooling 'mean'"):
-        export([str(zero.last), "--output", str(tmp_path / "hf")])
+    assert export([str(zero.last), "--output", str(tmp_path / "hf")])["hf_difference"] < 1e-4
+    assert (tmp_path / "hf" / "config.json").is_file()
 
 
 @NEEDS_DEEPSPEED
