@@ -97,6 +97,10 @@ CASES = {
         ["--data.train_file", CORPUS / "structured_label.jsonl"],
         ["a label that is a list or an object, not one value, in column 'label' at row 2, 3", "data.task: multi_label"],
     ),
+    "unquoted separator in the first row": (
+        ["--data.train_file", CORPUS / "unquoted_separator.csv"],
+        ["unquoted_separator.csv: line 2 has more fields than the header", "must be quoted"],
+    ),
     "repeated column name": (
         ["--data.train_file", CORPUS / "repeated_column.csv"],
         ["the header (line 1) names more than one column 'text' (columns 1, 3)"],

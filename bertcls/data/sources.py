@@ -56,6 +56,7 @@ SEPARATORS = {"\t": "tabs", ";": "semicolons", "|": "vertical bars", ",": "comma
 UNCLOSED_QUOTE = re.compile(r"EOF inside string starting at row (\d+)")
 FIELD_COUNT = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 BAD_LINE = re.compile(r"Skipping line (\d+)")
+WIDER_FIRST_ROW = "Length of header or names does not match length of data"  # pandas, with index_col=False
 
 
 @dataclass(frozen=True)
@@ -168,11 +169,19 @@ def read_separated(resolved: str, path: str, skip_bad_lines: bool, **options: An
             keep_default_na=False,
             na_values=[""],
             on_bad_lines="warn" if skip_bad_lines else "error",
+            # Never the first column as an index: pandas does that silently when the first data row has one field
+            # more than the header (an unquoted separator in a text), shifting every value of the file by one.
+            index_col=False,
             **options,
         )
     lines = []
     for warning in caught:
         found = BAD_LINE.findall(str(warning.message))
+        if str(warning.message).startswith(WIDER_FIRST_ROW):
+            raise DataError(
+                f"{path}: line 2 has more fields than the header (line 1) names columns: a text holding the "
+                f'separator {options.get("sep", ",")!r} must be quoted ("like, this"), or set data.csv_delimiter.'
+            )
         if found:
             lines += [int(line) for line in found]
         else:
