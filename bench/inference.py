@@ -225,7 +225,6 @@ def build_runners(args, workdir: Path) -> dict[str, Runner]:
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_location(MODEL))
     model = bertcls_model()
-    onnx_model = workdir / "model.onnx"
     runners: dict[str, Runner] = {}
     for name in args.runners:
         if name == "bertcls":
@@ -233,9 +232,11 @@ def build_runners(args, workdir: Path) -> dict[str, Runner]:
         elif name == "pipeline":
             pipe = pipeline("text-classification", model=transformers_model(model), tokenizer=tokenizer, device="cpu")
             runners[name] = PipelineRunner(pipe, args)
-        elif name in ("onnx", "onnx int8"):
-            path = onnx_model if onnx_model.exists() else export_onnx(model, onnx_model)
-            session = onnx_session(quantize_onnx(path) if name == "onnx int8" else path, threads=args.threads)
+        elif name == "onnx":
+            session = onnx_session(export_onnx(model, workdir / "model.onnx"), threads=args.threads)
+            runners[name] = BatchedRunner(tokenizer, onnx_forward(session), args, bucketed=True)
+        elif name == "onnx int8":
+            session = onnx_session(quantize_onnx(model, workdir / "model.int8.onnx"), threads=args.threads)
             runners[name] = BatchedRunner(tokenizer, onnx_forward(session), args, bucketed=True)
         elif name == "bertcls unbucketed":
             runners[name] = BatchedRunner(tokenizer, torch_forward(model), args, bucketed=False)

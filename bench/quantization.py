@@ -100,10 +100,10 @@ def torch_forward(model: BertClassifier) -> Forward:
 
 
 def onnx_int8_forward(model: BertClassifier, workdir: Path) -> Forward:
-    from bertcls.export.onnx import export_onnx, onnx_inputs, onnx_session
+    from bertcls.export.onnx import onnx_inputs, onnx_session
     from bertcls.export.onnx_int8 import quantize_onnx
 
-    session = onnx_session(quantize_onnx(export_onnx(model, workdir / "model.onnx")), threads=torch.get_num_threads())
+    session = onnx_session(quantize_onnx(model, workdir / "model.int8.onnx"), threads=torch.get_num_threads())
 
     def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
         (logits,) = session.run(["logits"], onnx_inputs(batch))

@@ -51,4 +51,6 @@ class Int8Inference(L.Callback):
     def _quantize(self, pl_module: L.LightningModule) -> None:
         if not is_quantized(pl_module):
             count = quantize_linear_layers(pl_module)
-            rank_zero_info(f"model.quantize int8: {count} linear layers quantized to int8 (dynamic, fbgemm).")
+            rank_zero_info(
+                f"model.quantize int8: {count} linear layers quantized to int8 (weights per row, inputs per token)."
+            )
