@@ -16,7 +16,7 @@ import lightning as L
 import torch
 import yaml
 from jsonargparse import Namespace, strip_meta
-from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonitor, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -78,6 +78,9 @@ class BertClsCLI(LightningCLI):
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         if add_subcommands:  # fit joins texts with the default (--print_config shows it); the others as the checkpoint
             subcommand_parser(self, "fit").set_defaults({"data.text_separator": DEFAULT_TEXT_SEPARATOR})
+            # The progress bar's last line gives the metrics; Lightning's table repeats them (--verbose true shows it).
+            for subcommand in ("validate", "test"):
+                subcommand_parser(self, subcommand).set_defaults({"verbose": False})
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -118,6 +121,8 @@ class BertClsCLI(LightningCLI):
             check_slurm_tasks(config.trainer.devices, config.trainer.num_nodes, config.trainer.accelerator)
         check_checkpoint(self.subcommand, config.ckpt_path)
         assign_run_folder(config, self.subcommand)
+        if self.subcommand in ("validate", "test") and config.trainer.enable_progress_bar is False:
+            config.verbose = True  # without the bar, Lightning's table is the only place the metrics show
         # Lightning refuses these callbacks when what they serve is off: the trainer option wins, they are dropped.
         for option, kind in CALLBACKS_OF_OPTIONS.items():
             if config.trainer[option] is False:
@@ -126,12 +131,13 @@ class BertClsCLI(LightningCLI):
                 config.trainer.callbacks = [entry for entry in callbacks if entry not in dropped]
                 if kind is Checkpoint and dropped and self.subcommand == "fit":
                     rank_zero_info(checkpointing_off_note(dropped))
-        # bertcls' display where no config names one (test --ckpt_path X), not Lightning's rich bar, whose last
-        # frame a log file gets after everything else.
-        bars = [entry for entry in config.trainer.callbacks or [] if is_a(entry, ProgressBar)]
-        if config.trainer.enable_progress_bar is not False and not bars:
-            default = Namespace(class_path="bertcls.callbacks.ProgressBar", init_args=Namespace())
-            config.trainer.callbacks = [*(config.trainer.callbacks or []), default]
+        # bertcls' displays where no config names one (test --ckpt_path X): not Lightning's rich bar, whose last
+        # frame a log file gets after everything else, nor its model summary table.
+        for option, (kind, class_path) in DISPLAY_CALLBACKS.items():
+            configured = [entry for entry in config.trainer.callbacks or [] if is_a(entry, kind)]
+            if config.trainer[option] is not False and not configured:
+                default = Namespace(class_path=class_path, init_args=Namespace())
+                config.trainer.callbacks = [*(config.trainer.callbacks or []), default]
         if config.ckpt_path and Path(config.ckpt_path).is_file():
             # mmap: only the small entries are read, not the weights.
             checkpoint = read_checkpoint(config.ckpt_path, mmap=True)
@@ -204,8 +210,16 @@ def input_error_behind(error: BaseException) -> InputError | None:
 
 CALLBACKS_OF_OPTIONS: dict[str, type[Callback]] = {
     "enable_progress_bar": ProgressBar,
+    "enable_model_summary": ModelSummary,
     "enable_checkpointing": Checkpoint,
     "logger": LearningRateMonitor,  # it needs a logger to log to
+}
+
+
+# The trainer option that turns a display off, the kind of callback that shows it, and bertcls' own.
+DISPLAY_CALLBACKS: dict[str, tuple[type[Callback], str]] = {
+    "enable_progress_bar": (ProgressBar, "bertcls.callbacks.ProgressBar"),
+    "enable_model_summary": (ModelSummary, "bertcls.callbacks.ParameterCount"),
 }
 
 

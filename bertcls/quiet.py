@@ -45,8 +45,12 @@ LOG_LINES = {
         "Restoring states from the checkpoint path at",
         "Loaded model weights from the checkpoint at",
         "TPU available: False",  # said on every machine; "GPU available" stays
+        "Trainer already configured with model summary callbacks",  # bertcls' ParameterCount, on purpose
+        "`Trainer.fit` stopped:",  # the run summary says why: "(trainer.max_steps reached)"
     ),
     "lightning.pytorch": ("💡 Tip",),
+    # The seed is in the run's config.yaml (and the sweep's records); a line per command says nothing new.
+    "lightning.fabric.utilities.seed": ("Seed set to",),
     # bertcls' Preemption handles SLURM's signal (it installs its handler first, and Lightning's then stays unused).
     "lightning.pytorch.trainer.connectors.signal_connector": ("SLURM auto-requeueing enabled",),
     # DeepSpeed, imported by accelerate (transformers' export, loading) on a machine without a GPU: nothing uses it.

@@ -3,6 +3,7 @@
 from bertcls.callbacks.checkpoint import BestCheckpoint
 from bertcls.callbacks.final_validation import FinalValidation
 from bertcls.callbacks.last_checkpoint import LastCheckpoint
+from bertcls.callbacks.parameter_count import ParameterCount
 from bertcls.callbacks.predictions import PredictionWriter
 from bertcls.callbacks.preemption import Preemption
 from bertcls.callbacks.progress import ProgressBar
@@ -14,6 +15,7 @@ __all__ = [
     "BestCheckpoint",
     "FinalValidation",
     "LastCheckpoint",
+    "ParameterCount",
     "PredictionWriter",
     "Preemption",
     "ProgressBar",

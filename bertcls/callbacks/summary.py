@@ -37,7 +37,8 @@ class RunSummary(L.Callback):
         minutes, seconds = divmod(self._seconds, 60)
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         lines = ["", "=" * 60, "bertcls fit finished", "=" * 60]
-        lines.append(f"epochs: {trainer.current_epoch}   optimizer steps: {trainer.global_step}")
+        capped = " (trainer.max_steps reached)" if 0 < trainer.max_steps <= trainer.global_step else ""
+        lines.append(f"epochs: {trainer.current_epoch}   optimizer steps: {trainer.global_step}{capped}")
         lines.append(f"wall time: {int(minutes)} min {seconds:.0f} s")
         for name in sorted(metrics):
             if name.startswith(("val/", "train/padding")):
