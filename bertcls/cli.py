@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, LearningRateMonito
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 from bertcls.atomic_files import atomic_write_text
@@ -138,6 +139,7 @@ class BertClsCLI(LightningCLI):
             if config.trainer[option] is not False and not configured:
                 default = Namespace(class_path=class_path, init_args=Namespace())
                 config.trainer.callbacks = [*(config.trainer.callbacks or []), default]
+        add_atomic_checkpoint_io(config.trainer)
         if config.ckpt_path and Path(config.ckpt_path).is_file():
             # mmap: only the small entries are read, not the weights.
             checkpoint = read_checkpoint(config.ckpt_path, mmap=True)
@@ -223,6 +225,17 @@ DISPLAY_CALLBACKS: dict[str, tuple[type[Callback], str]] = {
 }
 
 
+def add_atomic_checkpoint_io(trainer: Namespace) -> None:
+    """Write checkpoints with ``AtomicCheckpointIO`` (a kill never leaves half a file), unless the trainer's
+    ``plugins`` name another checkpoint writer. Here once, rather than in every trainer config."""
+    plugins = (
+        trainer.plugins if isinstance(trainer.plugins, list) else [] if trainer.plugins is None else [trainer.plugins]
+    )
+    if not any(is_a(entry, CheckpointIO) for entry in plugins):
+        atomic = Namespace(class_path="bertcls.checkpoint_io.AtomicCheckpointIO", init_args=Namespace())
+        trainer.plugins = [*plugins, atomic]
+
+
 def checkpointing_off_note(dropped: list[Namespace]) -> str:
     """The note on the checkpoint callbacks that ``--trainer.enable_checkpointing false`` leaves out."""
     names = ", ".join(entry.class_path.rpartition(".")[2] for entry in dropped)
@@ -232,9 +245,10 @@ def checkpointing_off_note(dropped: list[Namespace]) -> str:
     )
 
 
-def is_a(callback_config: Namespace, kind: type[Callback]) -> bool:
-    """Whether a ``trainer.callbacks`` entry (``class_path`` and ``init_args``) configures a ``kind`` callback."""
-    module, _, name = getattr(callback_config, "class_path", "").rpartition(".")
+def is_a(entry: Namespace | str, kind: type) -> bool:
+    """Whether a ``trainer.callbacks`` or ``trainer.plugins`` entry (``class_path`` and ``init_args``) configures a
+    ``kind`` object (a plugin given by name, like ``"bf16-mixed"``, configures none)."""
+    module, _, name = getattr(entry, "class_path", "").rpartition(".")
     return bool(module) and issubclass(getattr(importlib.import_module(module), name), kind)
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from helpers import write_frame
 
-from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
+from bertcls.data.collate import DynamicPaddingCollator
 from bertcls.data.datamodule import ClassificationDataModule
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit, encode_texts
 
 TEXTS = [

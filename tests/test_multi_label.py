@@ -12,7 +12,8 @@ import torch
 from helpers import CONFIGS, SHARED_DATA, write_frame
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 
-from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
+from bertcls.data.collate import DynamicPaddingCollator
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.labels import LabelVocabulary
 from bertcls.data.sources import ROW_COLUMN, ReadOptions, SplitSource, read_source
 from bertcls.errors import DataError

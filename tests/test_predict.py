@@ -25,7 +25,8 @@ import torch
 from helpers import CONFIGS, REPO_ROOT, run_bertcls_process, run_cli, separable_frame, write_frame
 
 from bertcls.callbacks import PredictionWriter
-from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
+from bertcls.data.collate import DynamicPaddingCollator
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.encoding import encode_texts
 from bertcls.data.sampler import LengthBucketBatchSampler
 from bertcls.data.sources import ROW_COLUMN

@@ -21,7 +21,12 @@ from helpers import (
     resumable_fit_args,
     run_bertcls_process,
     run_checkpoints,
+    run_cli,
 )
+from jsonargparse import Namespace
+
+from bertcls.checkpoint_io import AtomicCheckpointIO
+from bertcls.cli import add_atomic_checkpoint_io
 
 TRAIN_ROWS, BATCH_SIZE, SAVE_EVERY = 300, 16, 5  # 19 steps per epoch; last.ckpt at steps 5, 10, 15, 19, 20, ...
 
@@ -170,7 +175,6 @@ def test_a_full_disk_during_a_checkpoint_write_leaves_the_previous_one(
     the error says so (torch.save alone says "enforce fail ... unexpected pos"), last.ckpt is still the previous,
     whole checkpoint, and no staging file is left."""
     import bertcls.atomic_files
-    from bertcls.checkpoint_io import AtomicCheckpointIO
 
     target = tmp_path / "last.ckpt"
     writer = AtomicCheckpointIO()
@@ -182,3 +186,36 @@ def test_a_full_disk_during_a_checkpoint_write_leaves_the_previous_one(
     checkpoint = torch.load(target, weights_only=True)
     assert checkpoint["global_step"] == 100 and torch.equal(checkpoint["weights"], torch.full((4_000_000,), 1.0))
     assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_every_run_writes_its_checkpoints_atomically_unless_its_config_names_another_writer(
+    tmp_path: Path, tiny_model_dir: Path, real_words: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No trainer config names AtomicCheckpointIO; the CLI adds it, so every checkpoint of a quickstart run goes
+    through it. A plugin given by name stays beside it; a config's own CheckpointIO replaces it."""
+    written: list[str] = []
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def recorded(self: AtomicCheckpointIO, checkpoint: dict, path: str, **options: object) -> None:
+        written.append(Path(path).name)
+        save(self, checkpoint, path, **options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", recorded)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BERTCLS_CACHE", str(tmp_path / "cache"))
+    args = resumable_fit_args(
+        tmp_path, tiny_model_dir, real_words, train_rows=64, batch_size=16, epochs=1, save_every=2
+    )
+    assert run_cli(*args) is None
+    assert "last.ckpt" in written and any(name.startswith("best-") for name in written), written
+
+    trainer = Namespace(plugins=None)
+    add_atomic_checkpoint_io(trainer)
+    assert [entry.class_path for entry in trainer.plugins] == ["bertcls.checkpoint_io.AtomicCheckpointIO"]
+    trainer = Namespace(plugins="bf16-mixed")
+    add_atomic_checkpoint_io(trainer)
+    assert trainer.plugins[0] == "bf16-mixed" and trainer.plugins[1].class_path.endswith("AtomicCheckpointIO")
+    own = Namespace(class_path="lightning.pytorch.plugins.io.TorchCheckpointIO", init_args=Namespace())
+    trainer = Namespace(plugins=[own])
+    add_atomic_checkpoint_io(trainer)
+    assert trainer.plugins == [own]

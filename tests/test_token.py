@@ -20,8 +20,9 @@ from helpers import CONFIGS
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
-from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
+from bertcls.data.collate import DynamicPaddingCollator
 from bertcls.data.conll import read_conll
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.labels import LabelVocabulary
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.errors import DataError

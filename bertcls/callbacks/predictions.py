@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from bertcls.data.collate import TokenizedDataset
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.row_ids import RowIds
 from bertcls.errors import InputError
 from bertcls.inference.output import output_format, write_predictions, write_thresholds

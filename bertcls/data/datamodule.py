@@ -16,7 +16,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from bertcls.data.collate import DynamicPaddingCollator, TokenizedDataset
+from bertcls.data.collate import DynamicPaddingCollator
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.encoding import (
     CacheLock,
     EncodedSplit,
@@ -453,9 +454,6 @@ class ClassificationDataModule(L.LightningDataModule):
         if split == "train" and not self._vocabulary_given:
             return self._load_or_encode(split, None)  # the vocabulary comes from this split
         return self._load_or_encode(split, self._vocabulary())
-
-    def _stage(self) -> str | None:
-        return self.trainer.state.fn.value if self.trainer is not None else None
 
     def build_cache(self, stage: str | None = None) -> None:
         """Tokenize and cache the splits ``stage`` needs (default: every configured split), without loading them.

@@ -14,7 +14,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from bertcls.data.collate import TokenizedDataset
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.labels import MAX_ROWS_SHOWN
 from bertcls.data.sources import ROW_COLUMN
 from bertcls.data.validation import InvalidRows

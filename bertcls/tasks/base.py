@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from bertcls.data.collate import TokenizedDataset
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit
 from bertcls.data.labels import LabelVocabulary
 from bertcls.data.texts import DEFAULT_TEXT_SEPARATOR, TextColumn, text_name, text_parts, with_texts

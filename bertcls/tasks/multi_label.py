@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import multilabel_average_precision
 from torchmetrics.utilities import dim_zero_cat
 from transformers import PreTrainedTokenizerBase
 
-from bertcls.data.collate import TokenizedDataset
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit, encode_texts
 from bertcls.data.labels import LabelVocabulary, normalized_labels, renamed_note, row_list
 from bertcls.data.sources import ROW_COLUMN

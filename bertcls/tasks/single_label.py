@@ -21,7 +21,7 @@ from torchmetrics.classification import (
 from torchmetrics.wrappers import ClasswiseWrapper
 from transformers import PreTrainedTokenizerBase
 
-from bertcls.data.collate import TokenizedDataset
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.encoding import EncodedSplit, encode_texts
 from bertcls.data.labels import (
     MAX_ROWS_SHOWN,

@@ -13,8 +13,8 @@ from seqeval.metrics.sequence_labeling import get_entities
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from bertcls.data.collate import TokenizedDataset
 from bertcls.data.conll import LINE_COLUMN
+from bertcls.data.dataset import TokenizedDataset
 from bertcls.data.encoding import ENCODE_BATCH_SIZE, EncodedSplit, quiet_datasets
 from bertcls.data.labels import LabelVocabulary
 from bertcls.data.sources import ROW_COLUMN
